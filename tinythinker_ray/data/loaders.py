@@ -1,0 +1,218 @@
+"""Benchmark loaders: CommonsenseQA, OpenBookQA, StrategyQA (official formats) and CSQA-shaped custom JSONL.
+
+All load into `Question` and split as the paper does:
+  csqa        test = the official dev; validation = a seeded sample of train of dev's size; train = the rest
+  obqa        train / dev / test as given
+  strategyqa  one file, seeded shuffle, 80/10/10; options (A) yes (B) no
+  custom      CSQA-shaped JSONL with any number of options: train.jsonl [+ dev.jsonl] [+ test.jsonl]
+A malformed row stops loading with a DataError naming file, line and field, unless skip_bad_rows is set, in
+which case it is skipped and counted in `Splits.skipped`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..errors import DataError
+from .records import Question
+
+BENCHMARKS = ("csqa", "obqa", "strategyqa", "custom")
+# Official file names per benchmark; `custom` uses the plain names.
+FILES = {
+    "csqa": {"train": "train_rand_split.jsonl", "dev": "dev_rand_split.jsonl"},
+    "obqa": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
+    "strategyqa": {"train": "strategyqa_train.json"},
+    "custom": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
+}
+HUB_NAMES = {"csqa": "tau/commonsense_qa", "obqa": "allenai/openbookqa", "strategyqa": "wics/strategy-qa"}
+
+
+@dataclass
+class Splits:
+    train: list[Question]
+    valid: list[Question]
+    test: list[Question]
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (with skip_bad_rows)
+
+    def get(self, name: str) -> list[Question]:
+        return {"train": self.train, "valid": self.valid, "validation": self.valid, "test": self.test}[name]
+
+
+class _RowReader:
+    """Turns rows into Questions; raises or counts errors depending on `skip_bad_rows`."""
+
+    def __init__(self, skip_bad_rows: bool):
+        self.skip = skip_bad_rows
+        self.skipped: dict[str, int] = {}
+
+    def fail(self, err: DataError) -> None:
+        if not self.skip:
+            raise err
+        reason = f"{err.field or 'row'}: {str(err).rsplit(': ', 1)[-1]}"
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def jsonl(self, path: Path) -> list[Question]:
+        out = []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out.append(csqa_row(row, file=str(path), line=i))
+            except json.JSONDecodeError as e:
+                self.fail(DataError(f"bad JSON: {e.msg}", file=str(path), line=i))
+            except DataError as e:
+                self.fail(e)
+        if not out:
+            raise DataError("no questions in file", file=str(path))
+        return out
+
+    def strategyqa(self, path: Path) -> list[Question]:
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"bad JSON: {e}", file=str(path)) from None
+        if not isinstance(rows, list):
+            raise DataError("expected a JSON list of questions", file=str(path))
+        out = []
+        for i, row in enumerate(rows, 1):  # "line" here is the 1-based index in the list
+            try:
+                out.append(strategyqa_row(row, file=str(path), line=i))
+            except DataError as e:
+                self.fail(e)
+        return out
+
+
+def _need(row, key, typ, *, file, line, where=""):
+    if not isinstance(row, dict) or key not in row:
+        raise DataError("missing", file=file, line=line, field=where + key)
+    if not isinstance(row[key], typ):
+        raise DataError(f"expected {getattr(typ, '__name__', typ)}, got {type(row[key]).__name__}",
+                        file=file, line=line, field=where + key)
+    return row[key]
+
+
+def csqa_row(row: dict, *, file: str = "<row>", line: int = 0) -> Question:
+    """A CSQA/OBQA-shaped row -> Question. Any number of options; labels must be unique."""
+    if not isinstance(row, dict):
+        raise DataError("row is not a JSON object", file=file, line=line)
+    qid = str(row.get("id", f"{Path(file).stem}-{line}"))
+    question = _need(row, "question", dict, file=file, line=line)
+    stem = _need(question, "stem", str, file=file, line=line, where="question.")
+    choices = _need(question, "choices", list, file=file, line=line, where="question.")
+    if len(choices) < 2:
+        raise DataError("needs at least 2 options", file=file, line=line, field="question.choices")
+    options = []
+    for j, c in enumerate(choices):
+        label = _need(c, "label", str, file=file, line=line, where=f"question.choices[{j}].")
+        text = _need(c, "text", str, file=file, line=line, where=f"question.choices[{j}].")
+        if len(label) != 1 or not label.isupper():
+            raise DataError(f"option label must be one capital letter, got {label!r}", file=file, line=line,
+                            field=f"question.choices[{j}].label")
+        options.append((label, text.strip()))
+    labels = [label for label, _ in options]
+    if len(set(labels)) != len(labels):
+        raise DataError(f"duplicate option labels {labels}", file=file, line=line, field="question.choices")
+    answer = _need(row, "answerKey", str, file=file, line=line)
+    if answer not in labels:
+        raise DataError(f"answer {answer!r} is not among the options {labels}", file=file, line=line,
+                        field="answerKey")
+    return Question(id=qid, stem=stem.strip(), options=tuple(options), answer=answer)
+
+
+def strategyqa_row(row: dict, *, file: str = "<row>", line: int = 0) -> Question:
+    if not isinstance(row, dict):
+        raise DataError("row is not a JSON object", file=file, line=line)
+    stem = _need(row, "question", str, file=file, line=line)
+    answer = _need(row, "answer", bool, file=file, line=line)
+    qid = str(row.get("qid", f"strategyqa-{line}"))
+    return Question(id=qid, stem=stem.strip(), options=(("A", "yes"), ("B", "no")), answer="A" if answer else "B")
+
+
+def embedded_dir(name: str) -> Path:
+    return Path(str(resources.files("tinythinker_ray.data") / "embedded" / name))
+
+
+def _resolve_dir(name: str, path: str | None) -> Path:
+    if path is None:
+        return embedded_dir(name)
+    p = Path(path)
+    if p.exists():
+        return p
+    raise DataError(f"no such file or folder (hub name {HUB_NAMES.get(name, '?')!r} needs `datasets` and a "
+                    "network; give a local path here)", file=str(p))
+
+
+def _file(root: Path, name: str, split: str) -> Path | None:
+    if root.is_file():  # a single file given: it is the training file
+        return root if split == "train" else None
+    p = root / FILES[name][split] if split in FILES[name] else None
+    return p if p is not None and p.exists() else None
+
+
+def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_bad_rows: bool = False) -> Splits:
+    """Load and split a benchmark. `path` None = the small sample embedded in the package."""
+    if name not in BENCHMARKS:
+        raise DataError(f"unknown dataset '{name}' (allowed: {', '.join(BENCHMARKS)})", field="data.name")
+    root = _resolve_dir(name, path)
+    reader = _RowReader(skip_bad_rows)
+    train_file = _file(root, name, "train")
+    if train_file is None:
+        raise DataError(f"training file {FILES[name]['train']} not found", file=str(root))
+    rng = random.Random(seed)
+    if name == "strategyqa":
+        rows = reader.strategyqa(train_file)
+        rng.shuffle(rows)
+        n_train, n_other = len(rows) * 8 // 10, len(rows) // 10
+        splits = Splits(rows[:n_train], rows[n_train:n_train + n_other], rows[n_train + n_other:])
+    elif name == "csqa":
+        train = reader.jsonl(train_file)
+        dev_file = _file(root, name, "dev")
+        test = reader.jsonl(dev_file) if dev_file else []
+        # The official test split has no labels: test on dev, validate on a seeded sample of train of dev's size.
+        valid_idx = set(rng.sample(range(len(train)), k=min(len(test), len(train) // 2)))
+        valid = [q for i, q in enumerate(train) if i in valid_idx]
+        train = [q for i, q in enumerate(train) if i not in valid_idx]
+        splits = Splits(train, valid, test)
+    else:  # obqa, custom: the files as given (a missing dev/test file gives an empty split)
+        got = {s: (reader.jsonl(f) if (f := _file(root, name, s)) else []) for s in ("train", "dev", "test")}
+        splits = Splits(got["train"], got["dev"], got["test"])
+    splits.skipped = reader.skipped
+    return splits
+
+
+def load_fewshot(name: str, path: str | None = None) -> list[dict]:
+    """The paper's few-shot teacher rationales: [{Q, Options, Key Information, Explanations}]."""
+    candidates = [Path(path)] if path else []
+    if not path:
+        candidates.append(embedded_dir(name) / "fewshot_rationales.json")
+    for p in candidates:
+        f = p / "fewshot_rationales.json" if p.is_dir() else p
+        if f.exists():
+            rows = json.loads(f.read_text(encoding="utf-8"))
+            for i, r in enumerate(rows, 1):
+                for key in ("Q", "Options", "Key Information", "Explanations"):
+                    if key not in r:
+                        raise DataError("missing", file=str(f), line=i, field=key)
+            return rows
+    raise DataError("no fewshot_rationales.json", file=str(candidates[0]) if candidates else name)
+
+
+def embedded_corpus() -> list[str]:
+    """All text of the embedded samples (used to train the tiny test tokenizer offline)."""
+    texts = []
+    for name in ("csqa", "obqa", "strategyqa"):
+        s = load_benchmark(name)
+        for q in s.train + s.valid + s.test:
+            texts.append(q.stem + " " + " ".join(t for _, t in q.options))
+        for r in load_fewshot(name):
+            texts.append(r["Key Information"] + " " + " ".join(r["Explanations"]))
+    return texts

