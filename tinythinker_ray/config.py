@@ -22,7 +22,8 @@ Backend = Literal["vllm", "hf", "openai", "replay", "rules"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Numbers are coerced to strings: `--data.path 2024` or `--student.model 7` arrive as YAML ints.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class DataConfig(_Section):
@@ -67,6 +68,7 @@ class TeacherConfig(SamplerConfig):
     diversity_threshold: int = Field(10, ge=0)  # min pairwise edit distance of Key Information
     retry_rounds: int = Field(3, ge=0)  # extra rounds for questions with too few good samples
     block_size: int = Field(64, ge=1)  # questions per appended block of replies (the unit of resume)
+    line_chars: int = Field(300, ge=8)  # constrained decoding: max characters of each reply line
 
 
 class StudentConfig(_Section):
@@ -91,6 +93,8 @@ class TrainConfig(_Section):
     max_failures: int = Field(0, ge=-1)  # Ray Train FailureConfig: restarts of dead workers
     checkpoints_to_keep: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
+    eval_limit: int | None = Field(200, ge=1)  # validation questions run through the chain at each eval point
+    bucket_by_length: bool = True  # batches of similar length (less padding); off = plain shuffled order
 
 
 class SFTConfig(_Section):
@@ -208,6 +212,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             tree = yaml.safe_load(p.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} cannot be read: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(tree, dict):

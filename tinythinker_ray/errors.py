@@ -10,6 +10,7 @@ class DataError(TinyThinkerError):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
         self.file, self.line, self.field = file, line, field
+        self.message = message  # without the location: what was wrong (used to count skipped rows by reason)
         where = ":".join(str(p) for p in (file, line) if p is not None)
         parts = [where] if where else []
         if field:

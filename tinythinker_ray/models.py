@@ -100,8 +100,20 @@ def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
         raise ConfigError(f"unknown tiny model kind '{kind}' (allowed: t5, llama)")
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(tmp)
-    os.replace(tmp, out_dir) if not out_dir.exists() else None
+    _publish(tmp, out_dir)
     return str(out_dir)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move a finished folder into place in one rename (an empty target is replaced; rename(2) allows it)."""
+    import shutil
+
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if not (out_dir / "config.json").exists():
+            raise ConfigError(f"{out_dir} exists and is not a model folder: choose another target") from None
+        shutil.rmtree(tmp)  # another process built it first: keep that one
 
 
 def load_student(path: str, *, dtype=None, device: str = "cpu"):
@@ -139,11 +151,14 @@ def import_smollm2(out_dir: str | os.PathLike) -> str:
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # save_pretrained refuses a GGUF-loaded model; rebuild it plain
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quant.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(quant.state_dict(), strict=False)
+    lost = [k for k in missing if k != "lm_head.weight"]  # lm_head is tied to the embeddings just below
+    if lost or unexpected:  # strict=False must not hide a renamed tensor: it would leave random weights
+        raise ConfigError(f"{gguf.name}: tensors missing {lost[:5]} / unexpected {unexpected[:5]} after conversion")
     model.tie_weights()
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    os.replace(tmp, out_dir)
+    _publish(tmp, out_dir)
     return str(out_dir)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO
 
 from .errors import DataError
 
@@ -20,19 +22,26 @@ def is_remote(path: str) -> bool:
     return "://" in str(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """A text file to stream into; it appears at `path` (fsynced, renamed) only if the block ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def atomic_write_json(path, obj) -> None:
@@ -90,3 +99,42 @@ class Manifest:
     def mark(self, step: str, **outputs) -> None:
         self.data["steps"][step] = outputs
         atomic_write_json(self.path, self.data)
+
+
+class RunLock:
+    """An exclusive lock on a run directory: a second run on the same directory refuses instead of interleaving.
+
+    flock is released by the kernel when the holder dies, so a SIGKILLed run never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / ".lock"
+        self._f = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        from .errors import TinyThinkerError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a+")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.seek(0)
+            holder = self._f.read().strip() or "another process"
+            self._f.close()
+            raise TinyThinkerError(f"run directory {self.path.parent} is in use by {holder}; "
+                                   "wait for it to finish or choose another --run_dir") from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(f"pid {os.getpid()}")
+        self._f.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._f:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()

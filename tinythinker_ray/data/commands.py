@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 from ..config import Config
 from ..errors import ConfigError
+from ..storage import write_jsonl
 from . import format as fmt
 from .loaders import load_benchmark
 
@@ -20,21 +24,35 @@ def three_stage_sample(q) -> str:
     ])
 
 
+def split_table(splits) -> str:
+    """One line per split: question count, options per question, and how often each answer label is right."""
+    rows = [f"{'split':<11}{'questions':>10}  {'options':<8} answers"]
+    for name, label in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        qs = splits.get(name)
+        sizes = sorted({len(q.options) for q in qs})
+        options = "-" if not sizes else str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        counts = Counter(q.answer for q in qs)
+        answers = "  ".join(f"{a} {100 * n / len(qs):.0f}%" for a, n in sorted(counts.items())) or "-"
+        rows.append(f"{label:<11}{len(qs):>10}  {options:<8} {answers}")
+    return "\n".join(rows)
+
+
 def main(cfg: Config, words: list[str]) -> int:
     action = words[0] if words else "show"
-    if action not in ("prepare", "show"):
-        raise ConfigError(f"unknown action 'data {action}' (allowed: prepare, show)")
+    if action not in ("prepare", "show") or len(words) > 1:
+        raise ConfigError(f"bad arguments 'data {' '.join(words)}' (usage: tinythinker data prepare | show, "
+                          "with --data.name, --data.path, --data.seed, --skip-bad-rows)")
     d = cfg.data
     splits = load_benchmark(d.name, d.path, seed=d.seed, skip_bad_rows=d.skip_bad_rows)
-    source = d.path or "embedded sample"
-    print(f"{d.name} ({source}): train {len(splits.train)} / validation {len(splits.valid)} / test {len(splits.test)}")
-    print(f"{len(splits.train)} / {len(splits.valid)} / {len(splits.test)}")
-    for reason, n in sorted(splits.skipped.items()):
-        print(f"skipped {n} rows: {reason}")
+    print(f"{d.name} ({d.path or 'embedded sample'}), split seed {d.seed}: "
+          f"{len(splits.train)} / {len(splits.valid)} / {len(splits.test)} (train / validation / test)")
+    print(split_table(splits))
+    if splits.skipped:
+        n = sum(splits.skipped.values())
+        print(f"skipped {n} bad row{'' if n == 1 else 's'} (--skip-bad-rows):")
+        for reason, n in sorted(splits.skipped.items(), key=lambda kv: -kv[1]):
+            print(f"  {n:>6}  {reason}")
     if action == "prepare":
-        from ..storage import write_jsonl
-        from pathlib import Path
-
         out = Path(cfg.run_dir) / "data"
         for name in ("train", "valid", "test"):
             write_jsonl(out / f"{name}.jsonl", [q.to_dict() for q in splits.get(name)])

@@ -16,7 +16,8 @@ from .records import Question
 RECALL = "Recall:"
 ANALYZE = "Analyze:"
 SUMMARIZE = "Summarize:"
-ANSWER_RE = re.compile(r"the answer is option \(?([A-Z])\)?", re.IGNORECASE)
+# \b: "the answer is option Apple" names no option (the reference requires "option X.")
+ANSWER_RE = re.compile(r"the answer is option \(?([A-Z])\b\)?", re.IGNORECASE)
 _OPTION_RE = re.compile(r"\(([A-Z])\) ")
 _FOR_OPTION_RE = re.compile(r"For option ([A-Z]),")
 

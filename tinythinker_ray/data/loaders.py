@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -52,34 +53,41 @@ class _RowReader:
     def fail(self, err: DataError) -> None:
         if not self.skip:
             raise err
-        reason = f"{err.field or 'row'}: {str(err).rsplit(': ', 1)[-1]}"
+        reason = f"{err.field or 'row'}: {err.message}"
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def jsonl(self, path: Path) -> list[Question]:
-        out = []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
-        for i, line in enumerate(text.splitlines(), 1):
+        out, bad = [], sum(self.skipped.values())
+        # Split the bytes on newlines ourselves: str.splitlines also splits inside JSON strings holding U+2028,
+        # and decoding line by line lets a bad byte name its line (and be skipped like any bad row).
+        for i, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+            try:
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                self.fail(DataError(f"not UTF-8 text ({e.reason} at byte {e.start} of the line)",
+                                    file=str(path), line=i))
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
                 out.append(csqa_row(row, file=str(path), line=i))
             except json.JSONDecodeError as e:
-                self.fail(DataError(f"bad JSON: {e.msg}", file=str(path), line=i))
+                self.fail(DataError(f"bad JSON: {e.msg} at column {e.colno}", file=str(path), line=i))
             except DataError as e:
                 self.fail(e)
         if not out:
-            raise DataError("no questions in file", file=str(path))
+            bad = sum(self.skipped.values()) - bad
+            raise DataError("no questions in file" + (f" ({bad} bad rows skipped)" if bad else ""), file=str(path))
         return out
 
     def strategyqa(self, path: Path) -> list[Question]:
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"bad JSON: {e}", file=str(path)) from None
+            rows = json.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"bad JSON: {e.msg} at column {e.colno}", file=str(path), line=e.lineno) from None
         if not isinstance(rows, list):
             raise DataError("expected a JSON list of questions", file=str(path))
         out = []
@@ -92,7 +100,10 @@ class _RowReader:
 
 
 def _need(row, key, typ, *, file, line, where=""):
-    if not isinstance(row, dict) or key not in row:
+    if not isinstance(row, dict):
+        raise DataError(f"expected an object, got {type(row).__name__}", file=file, line=line,
+                        field=where.rstrip(".") or None)
+    if key not in row:
         raise DataError("missing", file=file, line=line, field=where + key)
     if not isinstance(row[key], typ):
         raise DataError(f"expected {getattr(typ, '__name__', typ)}, got {type(row[key]).__name__}",
@@ -107,6 +118,8 @@ def csqa_row(row: dict, *, file: str = "<row>", line: int = 0) -> Question:
     qid = str(row.get("id", f"{Path(file).stem}-{line}"))
     question = _need(row, "question", dict, file=file, line=line)
     stem = _need(question, "stem", str, file=file, line=line, where="question.")
+    if not stem.strip():
+        raise DataError("empty question", file=file, line=line, field="question.stem")
     choices = _need(question, "choices", list, file=file, line=line, where="question.")
     if len(choices) < 2:
         raise DataError("needs at least 2 options", file=file, line=line, field="question.choices")
@@ -114,7 +127,7 @@ def csqa_row(row: dict, *, file: str = "<row>", line: int = 0) -> Question:
     for j, c in enumerate(choices):
         label = _need(c, "label", str, file=file, line=line, where=f"question.choices[{j}].")
         text = _need(c, "text", str, file=file, line=line, where=f"question.choices[{j}].")
-        if len(label) != 1 or not label.isupper():
+        if len(label) != 1 or label not in string.ascii_uppercase:  # the format's parsers read [A-Z]
             raise DataError(f"option label must be one capital letter, got {label!r}", file=file, line=line,
                             field=f"question.choices[{j}].label")
         options.append((label, text.strip()))
@@ -147,8 +160,9 @@ def _resolve_dir(name: str, path: str | None) -> Path:
     p = Path(path)
     if p.exists():
         return p
-    raise DataError(f"no such file or folder (hub name {HUB_NAMES.get(name, '?')!r} needs `datasets` and a "
-                    "network; give a local path here)", file=str(p))
+    files = " + ".join(FILES[name].values())  # hub copies are not downloaded here: say what a local copy holds
+    raise DataError(f"no such file or folder (give a folder holding {files}, or one file)", file=str(p),
+                    field="data.path")
 
 
 def _file(root: Path, name: str, split: str) -> Path | None:
@@ -197,11 +211,15 @@ def load_fewshot(name: str, path: str | None = None) -> list[dict]:
     for p in candidates:
         f = p / "fewshot_rationales.json" if p.is_dir() else p
         if f.exists():
-            rows = json.loads(f.read_text(encoding="utf-8"))
-            for i, r in enumerate(rows, 1):
-                for key in ("Q", "Options", "Key Information", "Explanations"):
-                    if key not in r:
-                        raise DataError("missing", file=str(f), line=i, field=key)
+            try:
+                rows = json.loads(f.read_text(encoding="utf-8-sig"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(f"not a JSON file: {e}", file=str(f)) from None
+            if not isinstance(rows, list):
+                raise DataError("expected a JSON list of examples", file=str(f))
+            for i, r in enumerate(rows, 1):  # "line" = 1-based index in the list
+                for key, typ in (("Q", str), ("Options", str), ("Key Information", str), ("Explanations", list)):
+                    _need(r, key, typ, file=str(f), line=i)
             return rows
     raise DataError("no fewshot_rationales.json", file=str(candidates[0]) if candidates else name)
 

@@ -1,0 +1,129 @@
+"""The config tree: paper defaults, YAML + overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinythinker_ray.config import Config, dump_config, load_config, parse_override, with_overrides
+from tinythinker_ray.errors import ConfigError
+
+
+def test_defaults_follow_the_paper():
+    c = Config()
+    assert (c.sft.lr, c.sft.scheduler, c.sft.warmup, c.sft.interval) == (5e-4, "cosine", 0.1, 100)
+    assert c.sft.mode == "recall_analyze_summarize"
+    assert (c.reflect.lr, c.reflect.alpha, c.reflect.iterations, c.reflect.samples, c.reflect.temperature) == \
+        (5e-6, 0.5, 5, 10, 0.7)
+    assert c.student.max_length == 200
+    assert load_config() == c
+
+
+@pytest.mark.parametrize("item, expected", [
+    ("sft.lr=1e-4", ("sft.lr", "1e-4")),  # YAML 1.1 reads 1e-4 as a string; pydantic makes it a float below
+    ("sft.lr=0.001", ("sft.lr", 0.001)),
+    ("data.path=null", ("data.path", None)),
+    ("data.skip_bad_rows=true", ("data.skip_bad_rows", True)),
+    ("--eval.limit=7", ("eval.limit", 7)),
+    ("data.path=", ("data.path", "")),
+    ("student.model=a=b", ("student.model", "a=b")),  # only the first '=' splits
+])
+def test_parse_override(item, expected):
+    assert parse_override(item) == expected
+
+
+def test_parse_override_rejects_missing_equals():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("sft.lr")
+
+
+def test_yaml_then_overrides_later_wins(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("run_dir: runs/x\nsft:\n  lr: 1.0e-3\n  mode: summarize\ndata:\n  name: obqa\n")
+    c = load_config(f, ["sft.lr=1e-4", "sft.lr=2e-4", "data.path=2024", "train.bf16=null", "eval.limit=5"])
+    assert (c.run_dir, c.sft.mode, c.data.name) == ("runs/x", "summarize", "obqa")
+    assert c.sft.lr == 2e-4 and isinstance(c.sft.lr, float)
+    assert c.data.path == "2024"  # a folder named with digits stays a string
+    assert c.train.bf16 is None and c.eval.limit == 5
+
+
+def test_empty_yaml_is_defaults(tmp_path):
+    f = tmp_path / "empty.yaml"
+    f.write_text("")
+    assert load_config(f) == Config()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("data.nmae=csqa", ["unknown config key 'data.nmae'"]),
+    ("sftt.lr=1", ["unknown config key 'sftt'"]),
+    ("teacher.samples=3.5", ["'teacher.samples'", "integer"]),
+    ("sft.lr=fast", ["'sft.lr'", "number", "'fast'"]),
+    ("train.use_gpu=maybe", ["'train.use_gpu'", "boolean"]),
+    ("sft.mode=foo", ["'sft.mode'", "'summarize'", "'recall_analyze_summarize'", "'foo'"]),
+    ("reflect.mode=all", ["'reflect.mode'", "'recall_analyze'"]),
+    ("teacher.backend=tgi", ["'teacher.backend'", "'vllm'", "'openai'"]),
+    ("sft.warmup=2", ["'sft.warmup'", "less than or equal to 1"]),
+    ("reflect.samples=0", ["'reflect.samples'", "greater than or equal to 1"]),
+    ("sft=3", ["'sft'"]),
+])
+def test_bad_values_name_the_key(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_several_errors_are_all_reported():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["sft.lr=x", "data.bogus=1"])
+    assert "'sft.lr'" in str(e.value) and "'data.bogus'" in str(e.value)
+
+
+def test_overriding_inside_a_scalar(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("sft:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="'sft.lr.x': 'lr' is not a section"):
+        load_config(f, ["sft.lr.x=1"])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("sft: [unclosed", "not valid YAML"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("sft:\n  lrr: 1\n", "unknown config key 'sft.lrr'"),
+])
+def test_bad_files(tmp_path, text, words):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_config(f)
+
+
+def test_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path)  # a folder
+
+
+def test_dump_load_round_trip(tmp_path):
+    c = load_config(None, ["sft.lr=3e-4", "data.path=/x/y", "teacher.model=m", "tune.space=s.yaml",
+                           "train.bf16=true", "eval.limit=9"])
+    f = tmp_path / "dump.yaml"
+    f.write_text(dump_config(c))
+    assert load_config(f) == c
+    assert load_config(None, None) != c
+
+
+def test_with_overrides_validates_and_copies():
+    c = Config()
+    d = with_overrides(c, {"sft.lr": 1e-5, "reflect.iterations": 2})
+    assert (d.sft.lr, d.reflect.iterations) == (1e-5, 2) and c.sft.lr == 5e-4
+    with pytest.raises(ConfigError, match="unknown config key 'sft.bogus'"):
+        with_overrides(c, {"sft.bogus": 1})
+    with pytest.raises(ConfigError, match="'reflect.iterations'"):
+        with_overrides(c, {"reflect.iterations": 0})
+
+
+def test_assignment_is_validated():
+    c = Config()
+    with pytest.raises(ValueError):
+        c.sft.lr = -1.0

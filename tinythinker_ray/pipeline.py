@@ -1,0 +1,82 @@
+"""`tinythinker run`: teach -> sft -> eval -> reflect -> eval on test, as one resumable pipeline.
+
+The run directory's manifest records each finished step with its outputs and seconds; a rerun continues at
+the first unfinished step and redoes nothing finished (each step also resumes inside itself: teacher blocks,
+training checkpoints, reflect rounds). A lock refuses a second run on the same directory.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .config import Config, dump_config
+from .storage import Manifest, RunLock, atomic_write_text
+
+
+def _questions(cfg: Config, split: str):
+    from .data.loaders import load_benchmark
+    from .data.records import Question
+    from .storage import read_jsonl
+
+    saved = Path(cfg.run_dir) / "teach" / "questions" / f"{split}.jsonl"
+    if saved.exists():
+        qs = [Question.from_dict(r) for r in read_jsonl(saved)]
+    else:
+        d = cfg.data
+        qs = load_benchmark(d.name, d.path, seed=d.seed, skip_bad_rows=d.skip_bad_rows).get(split)
+    return qs[: cfg.data.max_eval] if cfg.data.max_eval else qs
+
+
+def run(cfg: Config) -> Path:
+    from .eval.evaluate import evaluate
+    from .reflect.iterate import reflect
+    from .report import write_report
+    from .teacher.distill import teach
+    from .train.sft import sft
+
+    run_dir = Path(cfg.run_dir)
+    with RunLock(run_dir):
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        manifest = Manifest(run_dir)
+
+        def step(name: str, fn):
+            if manifest.done(name):
+                print(f"[run] {name}: done already, skipping")
+                return manifest.get(name)
+            print(f"[run] {name} ...")
+            t0 = time.time()
+            outputs = fn() or {}
+            manifest.mark(name, seconds=round(time.time() - t0, 1), **outputs)
+            return manifest.get(name)
+
+        step("teach", lambda: {"stats": str(run_dir / "teach" / "stats.json"), **_summary(teach(cfg))})
+        sft_out = step("sft", lambda: {"best": str(sft(cfg).best_dir)})
+        best = sft_out["best"]
+        step("eval/valid-sft", lambda: evaluate(cfg, best, _questions(cfg, "valid"), "valid-sft",
+                                                run_dir / "eval" / "valid-sft"))
+        step("eval/test-sft", lambda: evaluate(cfg, best, _questions(cfg, "test"), "test-sft",
+                                               run_dir / "eval" / "test-sft"))
+        ref_out = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})
+        step("eval/test-final", lambda: evaluate(cfg, ref_out["best"], _questions(cfg, "test"), "test-final",
+                                                 run_dir / "eval" / "test-final"))
+        report = write_report(run_dir)
+    print(f"[run] report: {report}")
+    return report
+
+
+def _summary(stats) -> dict:
+    return {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str))}
+
+
+def _last_best(records, fallback: str) -> str:
+    """The best checkpoint of the last finished reflect round (phase-1 best if no round made pairs)."""
+    for rec in reversed(records or []):
+        if rec.get("best"):
+            return rec["best"]
+    return fallback
+
+
+def main(cfg: Config, words: list[str]) -> int:
+    run(cfg)
+    return 0

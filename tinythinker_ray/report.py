@@ -1,0 +1,128 @@
+"""The end-of-run report: a Markdown page and a PNG plot built only from what the run directory holds.
+
+Sections: teacher stats, phase-1 evaluation points, accuracy per split and per reflect iteration, reward
+margins, timings per step, and a few example chains (right and wrong). Everything is read from files, so
+`report` works on a finished, a resumed or a half-finished run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .storage import Manifest, atomic_write_text, read_jsonl
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _rounds(run: Path) -> list[dict]:
+    recs = []
+    for d in sorted((run / "reflect").glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
+        rec = _json(d / "record.json")
+        if rec:
+            recs.append(rec)
+    return recs
+
+
+def plot(run: Path, out: Path) -> Path | None:
+    """Validation accuracy and chosen-rejected margin over phase 1 and the reflect rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sft = _json(run / "eval" / "valid-sft" / "summary.json") or {}
+    rounds = _rounds(run)
+    if not sft and not rounds:
+        return None
+    xs = ["phase 1"] + [f"round {r.get('round', i + 1)}" for i, r in enumerate(rounds)]
+    acc = [sft.get("accuracy")] + [r.get("val_accuracy") for r in rounds]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(xs, [a if a is not None else float("nan") for a in acc], marker="o")
+    ax[0].set_title("validation accuracy")
+    ax[0].set_ylim(0, 1)
+    if rounds:
+        ax[1].plot(xs[1:], [r.get("margin_end", float("nan")) for r in rounds], marker="o", label="end of round")
+        ax[1].plot(xs[1:], [r.get("margin_start", float("nan")) for r in rounds], marker="x", label="start")
+        ax[1].legend()
+    ax[1].set_title("chosen - rejected reward margin")
+    for a in ax:
+        a.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _examples(run: Path, k: int = 3) -> str:
+    """A few chains from the last test evaluation: right ones and wrong ones."""
+    evals = sorted((run / "eval").glob("test*/results.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not evals:
+        return "_no test evaluation yet_"
+    rows = list(read_jsonl(evals[-1]))
+    right = [r for r in rows if r.get("correct")][:k]
+    wrong = [r for r in rows if not r.get("correct")][:k]
+    out = []
+    for r in right + wrong:
+        chain = r.get("chains", [r])[0] if "chains" in r else r
+        mark = "right" if r.get("correct") else "wrong"
+        out.append(f"**{r.get('question_id', r.get('qid', '?'))}** ({mark}; label {r.get('label')}, "
+                   f"predicted {r.get('prediction')})\n")
+        if r.get("question"):
+            out.append(f"> {r['question']}\n")
+        out.append(f"- recall: {chain.get('recall')}")
+        for label, text in chain.get("analyses") or []:
+            out.append(f"- analyze {label}: {text}")
+        out.append(f"- summary: {chain.get('summary')}\n")
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run = Path(run_dir)
+    parts = [f"# tinythinker-ray report: `{run}`\n"]
+    stats = _json(run / "teach" / "stats.json")
+    if stats:
+        flat = [[k, v] for k, v in stats.items() if not isinstance(v, (dict, list))]
+        parts += ["## Teacher", _table(["stat", "value"], flat)]
+        for k, v in stats.items():
+            if isinstance(v, dict) and v:
+                parts += [f"\n{k}:", _table([k, "count"], [[a, b] for a, b in v.items()])]
+    evals = []
+    for s in sorted((run / "eval").glob("*/summary.json")):
+        e = json.loads(s.read_text())
+        evals.append([s.parent.name, e.get("accuracy"), e.get("sc_accuracy"), e.get("n", e.get("questions"))])
+    if evals:
+        parts += ["\n## Accuracy", _table(["evaluation", "accuracy", "self-consistency", "questions"], evals)]
+    metrics = list(read_jsonl(run / "sft" / "metrics.jsonl"))
+    points = [m for m in metrics if "val_accuracy" in m]
+    if points:
+        parts += ["\n## Phase 1 evaluation points",
+                  _table(["step", "val accuracy", "loss"], [[m.get("step"), m["val_accuracy"], m.get("loss", "")]
+                                                           for m in points])]
+    rounds = _rounds(run)
+    if rounds:
+        parts += ["\n## Reflection rounds", _table(
+            ["round", "recall pairs", "analyze pairs", "margin start", "margin end", "val accuracy"],
+            [[r.get("round"), r.get("recall_pairs"), r.get("analyze_pairs"), r.get("margin_start"),
+              r.get("margin_end"), r.get("val_accuracy")] for r in rounds])]
+    png = plot(run, run / "accuracy.png")
+    if png:
+        parts += ["\n![accuracy and margins](accuracy.png)"]
+    steps = Manifest(run).data["steps"]
+    if steps:
+        parts += ["\n## Steps", _table(["step", "seconds"], [[k, v.get("seconds", "")] for k, v in steps.items()])]
+    parts += ["\n## Example chains (test)", _examples(run)]
+    out = run / "report.md"
+    atomic_write_text(out, "\n".join(parts) + "\n")
+    return out
