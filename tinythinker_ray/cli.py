@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
+# `tinythinker run` with no --config runs the embedded default: a tiny-but-real CPU configuration.
+DEFAULT_CONFIG = {"run": "local-tiny"}
+
+
 def split_overrides(rest: list[str], aliases: dict[str, str]) -> tuple[list[str], list[str]]:
     """Separate `--a.b v` / `--a.b=v` / `a.b=v` overrides from positional words (e.g. `prepare`)."""
     overrides, words = [], []
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides, words = split_overrides(rest, aliases)
         if args.skip_bad_rows:
             overrides.append("data.skip_bad_rows=true")
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config or DEFAULT_CONFIG.get(args.command), overrides)
         module, func = target.split(":")
         return getattr(importlib.import_module(module), func)(cfg, words) or 0
     except TinyThinkerError as e:

@@ -19,6 +19,7 @@ from .errors import ConfigError
 StageMode = Literal["summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize"]
 ReflectMode = Literal["recall", "analyze", "recall_analyze"]
 Backend = Literal["vllm", "hf", "openai", "replay", "rules"]
+Split = Literal["train", "valid", "test"]
 
 
 class _Section(BaseModel):
@@ -26,9 +27,47 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
+class ColumnsConfig(_Section):
+    """Where each part of a question sits in a row; dotted names reach into objects ("question.stem").
+    None = inherit from the preset (or the generic default)."""
+
+    id: str | None = None  # rows without it get "<file>-<row>" ids
+    question: str | None = None
+    context: str | None = None  # prepended to the question (SIQA's situation, BoolQ's passage)
+    options: str | None = None  # one column: texts, [{label, text}] or {label: [...], text: [...]}
+    option_columns: list[str] | None = None  # or one column per option, in order: [sol1, sol2]
+    answer: str | None = None
+    split: str | None = None  # a column naming each row's split: train | valid/validation/dev | test
+
+
+class SplitRuleConfig(_Section):
+    """Splits the data has no file or column for are carved out of train, seeded."""
+
+    valid: float | None = Field(None, ge=0, lt=1)
+    test: float | None = Field(None, ge=0, lt=1)
+    seed: int | None = None  # None = data.seed
+
+
+class AdapterConfig(_Section):
+    """Maps any multiple-choice or yes/no dataset onto questions (`data.name: generic` or a preset name).
+    Every field left None comes from the preset named by data.name (arc, qasc, piqa, siqa) or the defaults
+    of `generic` (tinythinker_ray/data/presets.py)."""
+
+    format: Literal["jsonl", "json", "csv", "parquet", "hf_disk", "hub"] | None = None  # None = from suffix
+    subset: str | None = None  # hub: the dataset's config name (e.g. ARC-Challenge)
+    files: dict[Split, str] | None = None  # split -> file name or glob inside data.path
+    label_files: dict[Split, str] | None = None  # split -> one answer per line, row k <-> line k (PIQA .lst)
+    columns: ColumnsConfig = ColumnsConfig()
+    answer_type: Literal["label", "index", "text", "yes_no"] | None = None  # yes_no: options (A) yes (B) no
+    index_base: Literal[0, 1] | None = None  # answer_type index: 0- or 1-based
+    split_rule: SplitRuleConfig = SplitRuleConfig()
+    fewshot: Literal["csqa", "obqa", "strategyqa"] | None = None  # embedded teacher exemplars to use
+
+
 class DataConfig(_Section):
-    name: str = "csqa"  # csqa | obqa | strategyqa | custom (CSQA-shaped JSONL)
-    path: str | None = None  # folder or file; None = the small sample embedded in the package
+    name: str = "csqa"  # csqa | obqa | strategyqa | custom (CSQA-shaped JSONL) | arc | qasc | piqa | siqa | generic
+    path: str | None = None  # folder or file (a hub name for adapter.format hub); None = the embedded sample
+    adapter: AdapterConfig | None = None  # generic datasets / preset tweaks (see AdapterConfig)
     seed: int = 42  # split seed (CSQA validation sample, StrategyQA 80/10/10 shuffle)
     skip_bad_rows: bool = False  # skip and count malformed rows instead of stopping
     max_train: int | None = None  # cap the number of training questions (quick runs)
@@ -116,11 +155,12 @@ class ReflectConfig(_Section):
     samples: int = Field(10, ge=1)  # recall samples per question
     temperature: float = Field(0.7, ge=0)
     temperature_decay: float = Field(0.0, ge=0)  # subtracted per sampling pass, as the reference allows
-    analyze_samples: int = Field(1, ge=1)  # analyses per chosen recall (greedy when 1)
+    analyze_samples: int = Field(10, ge=1)  # sampled analysis sets per chosen recall (the reference: 10)
     beta: float = Field(0.5, gt=0)  # DPO temperature; the paper sweeps 0.1-0.5
     alpha: float = Field(0.5, ge=0)  # RPO: weight of the chosen NLL term
     lr: float = Field(5e-6, gt=0)
-    batch_size: int = Field(8, ge=1)
+    warmup: float = Field(0.1, ge=0, le=1)  # cosine schedule with this warmup fraction, as the reference
+    batch_size: int = Field(8, ge=1)  # pairs per worker per step
     cycles: int = Field(10, ge=1)  # training steps = cycles x (recall block + analyze block), as the reference
     max_questions: int | None = None
     seed: int = 42
@@ -203,11 +243,23 @@ def build_config(tree: dict | None = None) -> Config:
         raise ConfigError(_format_error(err)) from None
 
 
+def preset_dir() -> Path:
+    return Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A file path, or the name of a packaged preset (`--config local-tiny` = configs/local-tiny.yaml)."""
+    p = Path(path)
+    if not p.exists() and (preset := preset_dir() / f"{p.name.removesuffix('.yaml')}.yaml").exists():
+        return preset
+    return p
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """YAML file (optional) + overrides (`key.sub=value`, later wins) -> validated Config."""
     tree: dict = {}
     if path:
-        p = Path(path)
+        p = resolve_config_path(path)
         try:
             tree = yaml.safe_load(p.read_text()) or {}
         except FileNotFoundError:
