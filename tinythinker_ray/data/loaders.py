@@ -5,6 +5,8 @@ All load into `Question` and split as the paper does:
   obqa        train / dev / test as given
   strategyqa  one file, seeded shuffle, 80/10/10; options (A) yes (B) no
   custom      CSQA-shaped JSONL with any number of options: train.jsonl [+ dev.jsonl] [+ test.jsonl]
+Any other dataset goes through the generic adapter (adapter.py): `generic` with a `data.adapter` block, or a
+preset (arc, qasc, piqa, siqa: presets.py); `load_dataset_cfg(cfg.data)` is the entry point that passes the block.
 A malformed row stops loading with a DataError naming file, line and field, unless skip_bad_rows is set, in
 which case it is skipped and counted in `Splits.skipped`.
 """
@@ -14,11 +16,13 @@ from __future__ import annotations
 import json
 import random
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+from .presets import PRESETS
 from .records import Question
 
 BENCHMARKS = ("csqa", "obqa", "strategyqa", "custom")
@@ -56,8 +60,8 @@ class _RowReader:
         reason = f"{err.field or 'row'}: {err.message}"
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
-    def jsonl(self, path: Path) -> list[Question]:
-        out, bad = [], sum(self.skipped.values())
+    def jsonl_rows(self, path: Path) -> Iterator[tuple[int, object]]:
+        """(line number, parsed JSON) per non-blank line; undecodable lines go through `fail`."""
         # Split the bytes on newlines ourselves: str.splitlines also splits inside JSON strings holding U+2028,
         # and decoding line by line lets a bad byte name its line (and be skipped like any bad row).
         for i, raw in enumerate(path.read_bytes().split(b"\n"), 1):
@@ -70,10 +74,15 @@ class _RowReader:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                out.append(csqa_row(row, file=str(path), line=i))
+                yield i, json.loads(line)
             except json.JSONDecodeError as e:
                 self.fail(DataError(f"bad JSON: {e.msg} at column {e.colno}", file=str(path), line=i))
+
+    def jsonl(self, path: Path) -> list[Question]:
+        out, bad = [], sum(self.skipped.values())
+        for i, row in self.jsonl_rows(path):
+            try:
+                out.append(csqa_row(row, file=str(path), line=i))
             except DataError as e:
                 self.fail(e)
         if not out:
@@ -81,7 +90,9 @@ class _RowReader:
             raise DataError("no questions in file" + (f" ({bad} bad rows skipped)" if bad else ""), file=str(path))
         return out
 
-    def strategyqa(self, path: Path) -> list[Question]:
+    @staticmethod
+    def json_list(path: Path) -> list:
+        """A file holding one JSON list (StrategyQA's format); its "lines" are 1-based list indices."""
         try:
             rows = json.loads(path.read_text(encoding="utf-8-sig"))
         except UnicodeDecodeError as e:
@@ -90,6 +101,10 @@ class _RowReader:
             raise DataError(f"bad JSON: {e.msg} at column {e.colno}", file=str(path), line=e.lineno) from None
         if not isinstance(rows, list):
             raise DataError("expected a JSON list of questions", file=str(path))
+        return rows
+
+    def strategyqa(self, path: Path) -> list[Question]:
+        rows = self.json_list(path)
         out = []
         for i, row in enumerate(rows, 1):  # "line" here is the 1-based index in the list
             try:
@@ -172,10 +187,26 @@ def _file(root: Path, name: str, split: str) -> Path | None:
     return p if p is not None and p.exists() else None
 
 
-def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_bad_rows: bool = False) -> Splits:
-    """Load and split a benchmark. `path` None = the small sample embedded in the package."""
+def load_dataset_cfg(data) -> Splits:
+    """The dataset a `DataConfig` names, with its adapter block: what drivers call."""
+    return load_benchmark(data.name, data.path, seed=data.seed, skip_bad_rows=data.skip_bad_rows,
+                          adapter=data.adapter)
+
+
+def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_bad_rows: bool = False,
+                   adapter=None) -> Splits:
+    """Load and split a benchmark. `path` None = the small sample embedded in the package. Preset names and
+    `generic` go to the adapter, with `adapter` (a config.AdapterConfig) on top."""
+    if name in PRESETS or name == "generic":
+        from .adapter import load_adapted  # adapter.py imports this module
+
+        return load_adapted(name, path, adapter, seed=seed, skip_bad_rows=skip_bad_rows)
     if name not in BENCHMARKS:
-        raise DataError(f"unknown dataset '{name}' (allowed: {', '.join(BENCHMARKS)})", field="data.name")
+        allowed = ", ".join([*BENCHMARKS, *PRESETS, "generic"])
+        raise DataError(f"unknown dataset '{name}' (allowed: {allowed})", field="data.name")
+    if adapter is not None:
+        raise DataError(f"data.adapter maps generic datasets and presets, not '{name}' (use data.name: generic)",
+                        field="data.adapter")
     root = _resolve_dir(name, path)
     reader = _RowReader(skip_bad_rows)
     train_file = _file(root, name, "train")
@@ -203,8 +234,13 @@ def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_b
     return splits
 
 
-def load_fewshot(name: str, path: str | None = None) -> list[dict]:
-    """The paper's few-shot teacher rationales: [{Q, Options, Key Information, Explanations}]."""
+def load_fewshot(name: str, path: str | None = None, *, adapter=None) -> list[dict]:
+    """The paper's few-shot teacher rationales: [{Q, Options, Key Information, Explanations}]. Presets and
+    `generic` borrow the embedded set their mapping names (`fewshot`: csqa, obqa or strategyqa)."""
+    if name in PRESETS or name == "generic":
+        from .adapter import resolve
+
+        name = resolve(name, adapter).fewshot
     candidates = [Path(path)] if path else []
     if not path:
         candidates.append(embedded_dir(name) / "fewshot_rationales.json")

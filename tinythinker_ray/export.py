@@ -1,0 +1,202 @@
+"""`tinythinker export --run_dir R [OUT]`: the run's best student as a clean HF folder with a model card.
+
+The best student is the last reflect round's best checkpoint, else phase 1's (sft/best). OUT (default
+R/export) gets the model, its tokenizer and a generation_config, re-saved by transformers (no optimizer or
+trainer state), and a README.md model card built from the run directory only: data, teacher and method
+settings (config.yaml), accuracy per evaluation (eval/*/summary.json) and per reflect round
+(reflect/iter_*/record.json), the three-stage prompt format and how to use it. Written to a temporary folder
+and renamed into place; a previous export at OUT is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .config import Config
+from .data.commands import three_stage_sample
+from .data.records import Question
+from .errors import ConfigError
+from .report import _rounds, _table
+from .storage import atomic_write_text
+
+EXAMPLE = Question("example", "Where do you keep milk?", (("A", "fridge"), ("B", "oven"), ("C", "shelf")), "A")
+
+
+def best_student(run_dir: str | os.PathLike) -> Path:
+    """The last reflect round's best/ (rounds that trained nothing have none), else sft/best."""
+    run = Path(run_dir)
+
+    def round_of(p: Path) -> int:
+        suffix = p.parent.name.removeprefix("iter_")
+        return int(suffix) if suffix.isdigit() else -1
+
+    rounds = sorted((run / "reflect").glob("iter_*/best"), key=round_of, reverse=True)
+    for candidate in [*rounds, run / "sft" / "best"]:
+        if (candidate / "config.json").exists():
+            return candidate
+    raise ConfigError(f"{run}: no trained student (neither reflect/iter_*/best nor sft/best holds a model); "
+                      "train one with `tinythinker sft` / `tinythinker run`, or give --run_dir")
+
+
+def _setting(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _pct(v) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) else "-"
+
+
+USAGE_SEQ2SEQ = """\
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("{out}")
+model = AutoModelForSeq2SeqLM.from_pretrained("{out}")
+
+def gen(prompt):
+    ids = tok(prompt, return_tensors="pt")
+    return tok.decode(model.generate(**ids)[0], skip_special_tokens=True).strip()
+"""
+USAGE_CAUSAL = """\
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("{out}")
+model = AutoModelForCausalLM.from_pretrained("{out}")
+
+def gen(prompt):
+    ids = tok(prompt, return_tensors="pt")
+    new = model.generate(**ids)[0][ids["input_ids"].shape[1]:]
+    return tok.decode(new, skip_special_tokens=True).strip()
+"""
+USAGE_CHAIN = """
+def dot(text):  # the chain closes every recall and analysis with a period
+    return text if text.endswith((".", '"', "'")) else text + "."
+
+q = "Where do you keep milk?\\n(A) fridge (B) oven (C) shelf"
+recall = dot(gen(q + "\\nRecall:"))
+analyses = " ".join(f"For option {x}, " + dot(gen(f"{q}\\nRecall: {recall}\\nAnalyze: For option {x},"))
+                    for x in "ABC")
+print(gen(f"{q}\\nRecall: {recall}\\nAnalyze: {analyses}\\nSummarize:"))  # "So the answer is option A."
+"""
+
+
+def model_card(run: Path, source: Path, out: Path, settings: dict, *, seq2seq: bool, arch: str) -> str:
+    """README.md of the export: everything from the run directory, nothing from the environment."""
+    def rows(keys: list[tuple[str, str]]) -> str:
+        # str(): the report's tables round floats to 3 places, which would print a 5e-6 learning rate as 0.000
+        return _table(["setting", "value"], [[label, str(_setting(settings, key))] for label, key in keys
+                                             if _setting(settings, key) is not None])
+
+    name = _setting(settings, "data.name") or "a multiple-choice benchmark"
+    parts = [
+        "---\nlibrary_name: transformers\n"
+        f"pipeline_tag: {'text2text-generation' if seq2seq else 'text-generation'}\n"
+        "tags: [tinythinker, reasoning, multiple-choice, distillation]\n---\n",
+        f"# TinyThinker student for {name}\n",
+        f"A {arch} trained with the TinyThinker method (NAACL 2025) by tinythinker-ray: a teacher LLM's "
+        "rationales become Recall / Analyze / Summarize training rows (phase 1: three-stage SFT), then the "
+        "student learns from preference pairs of its own generations (phase 2: iterative DPO + NLL). "
+        f"Exported from `{source.relative_to(run) if source.is_relative_to(run) else source}` of run `{run}`.\n",
+        "## Data\n", rows([("dataset", "data.name"), ("path", "data.path"), ("split seed", "data.seed"),
+                           ("max training questions", "data.max_train")]),
+        "\n## Teacher\n", rows([("backend", "teacher.backend"), ("model", "teacher.model"),
+                               ("few-shot examples", "teacher.shots"), ("samples per question", "teacher.samples"),
+                               ("temperature", "teacher.temperature"), ("rationales kept", "teacher.augment")]),
+        "\n## Method\n", rows([("base student", "student.model"), ("max length", "student.max_length"),
+                              ("phase 1 stages", "sft.mode"), ("phase 1 lr", "sft.lr"),
+                              ("phase 1 scheduler", "sft.scheduler"), ("phase 1 epochs", "sft.epochs"),
+                              ("phase 1 max steps", "sft.max_steps"), ("phase 1 batch size", "sft.batch_size"),
+                              ("phase 1 interval", "sft.interval"), ("phase 2 rounds", "reflect.iterations"),
+                              ("phase 2 stages", "reflect.mode"), ("phase 2 samples", "reflect.samples"),
+                              ("phase 2 temperature", "reflect.temperature"), ("DPO beta", "reflect.beta"),
+                              ("NLL alpha", "reflect.alpha"), ("phase 2 lr", "reflect.lr"),
+                              ("training workers", "train.num_workers"), ("ZeRO stage", "train.zero_stage")]),
+    ]
+    evals = []
+    for summary in sorted((run / "eval").glob("*/summary.json")):
+        e = json.loads(summary.read_text())
+        evals.append([summary.parent.name, _pct(e.get("accuracy")), _pct(e.get("sc_accuracy")),
+                      e.get("n", "-"), e.get("samples", "-")])
+    parts += ["\n## Accuracy\n", _table(["evaluation", "accuracy", "self-consistency", "questions", "samples"],
+                                        evals) if evals else "_no evaluation in this run_"]
+    rounds = _rounds(run)
+    if rounds:
+        parts += ["\n## Reflection rounds\n", _table(
+            ["round", "recall pairs", "analyze pairs", "val accuracy"],
+            [[r.get("round", "-"), r.get("recall_pairs", "-"), r.get("analyze_pairs", "-"),
+              "stopped: " + r["stopped"] if r.get("stopped") else _pct(r.get("val_accuracy"))] for r in rounds])]
+    parts += [
+        "\n## Prompt format\n",
+        "Three stages, each one generation: recall knowledge, analyze every option in turn, then summarize. "
+        "Inputs and the summary target, for one question:\n",
+        f"```text\n{three_stage_sample(EXAMPLE)}\n```",
+        "\n## Usage\n",
+        f"```bash\ntinythinker ask --model {out} \"Where do you keep milk?\" fridge oven shelf\n```\n",
+        "With transformers alone:\n",
+        "```python\n" + (USAGE_SEQ2SEQ if seq2seq else USAGE_CAUSAL).format(out=out) + USAGE_CHAIN + "```\n",
+    ]
+    return "\n".join(parts)
+
+
+def assert_no_secrets(text: str) -> None:
+    """The card holds no secret by construction; refuse to write it if a key or token value still got in."""
+    for name, value in os.environ.items():
+        if name.endswith(("_KEY", "_TOKEN")) and len(value) >= 8 and value in text:
+            raise ConfigError(f"the model card would contain the value of ${name}; not exporting")
+
+
+def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    from .models import is_seq2seq, load_student
+
+    run, out = Path(run_dir), Path(out)
+    source = best_student(run)
+    config_file = run / "config.yaml"
+    settings = (yaml.safe_load(config_file.read_text()) or {}) if config_file.exists() else {}
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
+        raise ConfigError(f"{out} exists and is not a model folder: choose another export folder")
+
+    model, tok = load_student(str(source), dtype="auto")  # keep the checkpoint's dtype
+    seq2seq = is_seq2seq(model.config)
+    gen = model.generation_config
+    gen.max_new_tokens = _setting(settings, "student.max_new_tokens") or gen.max_new_tokens
+    gen.pad_token_id, gen.eos_token_id = tok.pad_token_id, tok.eos_token_id
+    card = model_card(run, source, out, settings, seq2seq=seq2seq, arch=type(model).__name__)
+    assert_no_secrets(card)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        atomic_write_text(tmp / "README.md", card)
+        if out.exists():
+            os.replace(out, old)  # a directory cannot be renamed over a full one: move the previous aside
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def main(cfg: Config, words: list[str]) -> int:
+    if len(words) > 1:
+        raise ConfigError(f"export takes one folder to write (got {' '.join(words)}); "
+                          "usage: tinythinker export --run_dir R [OUT]")
+    run = Path(cfg.run_dir)
+    out = export(run, words[0] if words else run / "export")
+    print(f"exported {best_student(run)} -> {out} (model, tokenizer, generation_config, README.md)")
+    return 0
