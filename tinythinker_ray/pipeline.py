@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import Config, dump_config
-from .storage import Manifest, RunLock, atomic_write_text
+from .config import Config, dump_config, with_overrides
+from .storage import Manifest, RunLock, RunMirror, atomic_write_text
 
 
 def _questions(cfg: Config, split: str):
@@ -35,7 +35,10 @@ def run(cfg: Config) -> Path:
     from .teacher.distill import teach
     from .train.sft import sft
 
-    run_dir = Path(cfg.run_dir)
+    mirror = RunMirror(cfg.run_dir)
+    run_dir = mirror.pull()
+    if mirror.remote:  # every step works on the local mirror; each finished step is pushed
+        cfg = with_overrides(cfg, {"run_dir": str(run_dir)})
     with RunLock(run_dir):
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         manifest = Manifest(run_dir)
@@ -48,6 +51,7 @@ def run(cfg: Config) -> Path:
             t0 = time.time()
             outputs = fn() or {}
             manifest.mark(name, seconds=round(time.time() - t0, 1), **outputs)
+            mirror.push()
             return manifest.get(name)
 
         step("teach", lambda: {"stats": str(run_dir / "teach" / "stats.json"), **_summary(teach(cfg))})
@@ -61,7 +65,8 @@ def run(cfg: Config) -> Path:
         step("eval/test-final", lambda: evaluate(cfg, ref_out["best"], _questions(cfg, "test"), "test-final",
                                                  run_dir / "eval" / "test-final"))
         report = write_report(run_dir)
-    print(f"[run] report: {report}")
+        mirror.push()
+    print(f"[run] report: {mirror.uri.rstrip('/') + '/report.md' if mirror.remote else report}")
     return report
 
 

@@ -138,3 +138,49 @@ class RunLock:
         if self._f:
             fcntl.flock(self._f, fcntl.LOCK_UN)
             self._f.close()
+
+
+class RunMirror:
+    """A remote run directory (s3://, gs://, file://) worked on through a local mirror.
+
+    `pull()` brings down what a previous (possibly killed) run left, so a rerun resumes; `push()` uploads the
+    mirror after every finished step. Local paths pass through untouched. Multi-node Ray Train runs need the
+    checkpoint storage itself shared: point `run_dir` at a shared filesystem there (see README).
+    """
+
+    def __init__(self, run_dir: str):
+        self.uri = str(run_dir)
+        self.remote = is_remote(self.uri)
+        if self.remote:
+            import hashlib
+
+            from .models import cache_root
+
+            self.local = cache_root() / "runs" / hashlib.sha1(self.uri.encode()).hexdigest()[:16]
+        else:
+            self.local = Path(self.uri)
+
+    def _fs(self):
+        from pyarrow import fs
+
+        return fs.FileSystem.from_uri(self.uri)
+
+    def pull(self) -> Path:
+        if self.remote:
+            from pyarrow import fs
+
+            filesystem, path = self._fs()
+            self.local.mkdir(parents=True, exist_ok=True)
+            if filesystem.get_file_info(path).type == fs.FileType.Directory:
+                fs.copy_files(path, str(self.local), source_filesystem=filesystem,
+                              destination_filesystem=fs.LocalFileSystem())
+        return self.local
+
+    def push(self) -> None:
+        if self.remote:
+            from pyarrow import fs
+
+            filesystem, path = self._fs()
+            filesystem.create_dir(path, recursive=True)
+            fs.copy_files(str(self.local), path, source_filesystem=fs.LocalFileSystem(),
+                          destination_filesystem=filesystem)

@@ -1,0 +1,394 @@
+"""`tinythinker teach`: a benchmark's training questions -> the Recall / Analyze / Summarize training sets.
+
+    1. load the splits (data.*; data.max_train caps the training questions), write teach/questions/*.jsonl
+    2. round 0 asks the teacher for `teacher.samples` replies per question; each following round (at most
+       `teacher.retry_rounds`) asks again, for the number missing, every question with fewer than
+       `teacher.augment` usable rationales (twice the tokens where replies were cut by length)
+    3. filter every question's replies (teacher/filters.py), build and deduplicate the stage rows
+       (teacher/stages.py), write teach/{recall,recall_single,analyze,summarize}.jsonl and teach/stats.json
+
+Sampling runs on a Ray Data actor pool (`map_with_sampler`: vllm | hf | openai | replay | rules), one pass per
+round (its replicas start once per round; the later rounds are small). The driver appends
+every finished block of replies to teach/replies.jsonl, one line per (question, round):
+
+    {"prompt": [{"role": "system", "content": ...}, {"role": "user", "content": ...}],  # the messages sent
+     "completions": [{"text": str, "finish_reason": "stop" | "length" | "error"}, ...],
+     "qid": str, "round": int,
+     "regex": str | null,  # the constraint used (vllm with teacher.constrained), else null
+     "n": int, "max_tokens": int}  # what was asked
+
+That file is the unit of resume: a rerun on the same run_dir reads it, replans every round from it, and asks
+only for the (question, round) pairs it lacks, so no question is sampled twice and none is lost (a torn last
+line from a killed run is cut off first); a rerun whose teacher prompt differs is refused. It is also a replay
+source: the replay backend answers a prompt, keyed by `sampling.replay.prompt_key(prompt)` (its canonical
+JSON), with the completions stored for it (the lines are written with `sampling.replay.recording`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+from ..config import Config, TeacherConfig, dump_config, with_overrides
+from ..data.format import question_block
+from ..data.loaders import load_dataset_cfg, load_fewshot
+from ..data.records import Question
+from ..errors import ConfigError, DataError, TinyThinkerError
+from ..sampling.base import GenParams, Sampler
+from ..sampling.replay import recording
+from ..storage import (
+    Manifest,
+    RunLock,
+    RunMirror,
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    write_jsonl,
+)
+from . import filters, prompt
+from .stages import Taught, write_stages
+
+SEED_STRIDE = 10_000  # per-round seed offset: vLLM seeds the n samples of a request seed..seed+n-1
+
+
+class TeacherError(TinyThinkerError):
+    """Sampling stopped (an endpoint that kept failing, a crashed engine); what was done is on disk."""
+
+
+# ----- the task each sampler replica runs ------------------------------------------------------------
+
+def sample_block(sampler: Sampler, rows: list[dict], *, system: str, round: int, temperature: float,
+                 seed: int, line_chars: int | None) -> list[dict]:
+    """Ray Data rows {qid, question (JSON), n, max_tokens} -> {qid, reply (JSON of one replies.jsonl line)}.
+
+    Questions asking for the same (n, max_tokens) go to the engine in one `generate` call; `line_chars` set
+    means constrained decoding (one regex per question)."""
+    questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
+    by_ask: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_ask[(int(r["n"]), int(r["max_tokens"]))].append(i)
+    out: list[dict] = [{}] * len(rows)
+    for (n, max_tokens), idx in by_ask.items():
+        chats = [prompt.messages(questions[i], system) for i in idx]
+        regexes = [prompt.constraint_regex(questions[i], line_chars) for i in idx] if line_chars else None
+        params = GenParams(n=n, temperature=temperature, max_tokens=max_tokens,
+                           seed=seed + SEED_STRIDE * round)
+        for j, (i, completions) in enumerate(zip(idx, sampler.generate(chats, params, regexes), strict=True)):
+            line = recording(chats[j], completions, qid=questions[i].id, round=round,
+                             regex=regexes[j] if regexes else None, n=n, max_tokens=max_tokens)
+            out[i] = {"qid": questions[i].id, "reply": json.dumps(line, ensure_ascii=False)}
+    return out
+
+
+# ----- replies.jsonl: append per block, read back per question ------------------------------------------
+
+class Replies:
+    """teach/replies.jsonl with an index qid -> [(round, byte offset)]: a question's replies are read back by
+    seeking, so nothing but the index is held in memory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.index: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        if path.exists():
+            self._cut_torn_tail()
+            self._scan(0)
+
+    def _cut_torn_tail(self) -> None:
+        """A run killed mid-append leaves a last line without its newline: drop it, or the next append would
+        glue a good line onto it."""
+        with open(self.path, "rb+") as f:
+            data_end = f.seek(0, os.SEEK_END)
+            if data_end == 0:
+                return
+            f.seek(data_end - 1)
+            if f.read(1) == b"\n":
+                return
+            pos = data_end
+            while pos > 0:
+                step = min(1 << 16, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    f.truncate(pos - step + nl + 1)
+                    return
+                pos -= step
+            f.truncate(0)
+
+    def _scan(self, start: int) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            offset, lineno = start, 0
+            for raw in iter(f.readline, b""):
+                lineno += 1
+                try:
+                    row = json.loads(raw)
+                    self.index[str(row["qid"])].append((int(row["round"]), offset))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise DataError("not a replies line (qid, round, completions)", file=str(self.path),
+                                    line=lineno if start == 0 else None) from None
+                offset += len(raw)
+
+    def has(self, qid: str, round: int) -> bool:
+        return any(r == round for r, _ in self.index.get(qid, ()))
+
+    def append(self, lines: list[dict]) -> None:
+        start = self.path.stat().st_size if self.path.exists() else 0
+        append_jsonl(self.path, lines)
+        self._scan(start)
+
+    def first(self) -> dict | None:
+        if not self.index:
+            return None
+        with open(self.path, "rb") as f:
+            return json.loads(f.readline())
+
+    def lines(self, qid: str) -> list[dict]:
+        """Every stored line of one question, in round order."""
+        out = []
+        with open(self.path, "rb") as f:
+            for _, offset in sorted(self.index.get(qid, ())):
+                f.seek(offset)
+                out.append(json.loads(f.readline()))
+        return out
+
+
+# ----- the driver ------------------------------------------------------------------------------------------
+
+def _check_backend(t: TeacherConfig) -> str | None:
+    """Fail before any work on what can be checked on the driver; returns the model path the replicas load."""
+    from ..sampling.pool import make_sampler
+
+    if t.backend == "openai":
+        for key, what in (("base_url", "an endpoint, e.g. https://host/v1"), ("model", "a model name")):
+            if not getattr(t, key):
+                raise ConfigError(f"teacher.{key}: the openai backend needs {what}")
+        if not os.environ.get(t.api_key_env):  # the value is never printed, only the variable's name
+            raise ConfigError(f"teacher.api_key_env: environment variable {t.api_key_env} is not set or "
+                              "empty (the openai backend reads the API key from it)")
+        make_sampler(t).close()  # cheap to build: built once here exactly as every replica will build it
+        return None
+    if not t.model:
+        what = {"replay": "a replies file to replay", "rules": "a synth world (world.json or its folder)"}
+        raise ConfigError(f"teacher.model: the {t.backend} backend needs "
+                          f"{what.get(t.backend, 'a model folder or name')}")
+    if t.backend in ("replay", "rules"):
+        if not Path(t.model).exists():
+            raise ConfigError(f"teacher.model: {t.model} not found")
+        make_sampler(t).close()
+        return t.model
+    from ..models import resolve_model
+
+    return resolve_model(t.model)  # built-ins are materialised once here, not raced by every replica
+
+
+def _train_questions(cfg: Config, out: Path) -> list[Question]:
+    d = cfg.data
+    splits = load_dataset_cfg(d)
+    train = splits.train[: d.max_train] if d.max_train else splits.train
+    ids = Counter(q.id for q in train)
+    if dup := [qid for qid, n in ids.items() if n > 1]:
+        raise DataError(f"question ids must be unique (replies are keyed by them): {dup[:5]} repeat",
+                        file=d.path or d.name, field="id")
+    for name, qs in (("train", train), ("valid", splits.valid), ("test", splits.test)):
+        write_jsonl(out / "questions" / f"{name}.jsonl", [q.to_dict() for q in qs])
+    return train
+
+
+def _fewshot(cfg: Config) -> list[dict]:
+    """teacher.fewshot_path, else the fewshot_rationales.json beside the data, else the embedded copy."""
+    path, d = cfg.teacher.fewshot_path, cfg.data
+    if path is None and d.path and (Path(d.path) / "fewshot_rationales.json").exists():
+        path = d.path
+    if path is None and d.name == "custom":
+        raise ConfigError("teacher.fewshot_path: custom data needs few-shot rationales (this key, or a "
+                          "fewshot_rationales.json beside the data)")
+    return load_fewshot(d.name, path, adapter=d.adapter)
+
+
+def _root_cause(err: BaseException) -> str:
+    """The replica's own error line ("EndpointError: ... still failing ...") out of Ray's wrapping, which
+    keeps the original only as traceback text ahead of "The above exception was the direct cause..."."""
+    first = str(err).split("The above exception was the direct cause")[0]
+    lines = [ln.strip() for ln in first.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _sample_round(cfg: Config, model: str | None, system: str, questions: dict[str, Question],
+                  asks: dict[str, filters.Ask], round: int, replies: Replies) -> None:
+    """Ask the teacher for one round's questions; append each finished block to replies.jsonl as it comes."""
+    import ray.data
+    from tqdm import tqdm
+
+    from ..raylib import ensure_ray
+    from ..sampling.pool import map_with_sampler
+
+    ensure_ray(cfg)
+    t = cfg.teacher
+    rows = [{"qid": qid, "question": json.dumps(questions[qid].to_dict()), "n": a.n,
+             "max_tokens": a.max_tokens} for qid, a in asks.items()]
+    constrained = t.constrained and t.backend == "vllm"
+    task = partial(sample_block, system=system, round=round, temperature=t.temperature, seed=t.seed,
+                   line_chars=t.line_chars if constrained else None)
+    ctx = ray.data.DataContext.get_current()
+    bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # our own bar counts questions
+    done = samples = 0
+    t0 = time.time()
+    bar = tqdm(total=len(rows), desc=f"teach round {round}", unit="q", dynamic_ncols=True)
+    try:
+        result = map_with_sampler(ray.data.from_items(rows), t, task, model=model, batch_size=t.block_size)
+        for batch in result.iter_batches(batch_size=None, batch_format="numpy"):
+            lines = [json.loads(s) for s in batch["reply"]]
+            replies.append(lines)
+            done += len(lines)
+            samples += sum(len(ln["completions"]) for ln in lines)
+            bar.update(len(lines))
+            bar.set_postfix(samples_per_s=f"{samples / max(time.time() - t0, 1e-9):.1f}")
+    except Exception as e:  # Ray wraps whatever the replicas raised (EndpointError, engine crashes, ...)
+        raise TeacherError(f"teacher sampling failed in round {round}: {_root_cause(e)}; {done} of "
+                           f"{len(rows)} questions of this round are saved in {replies.path}: rerun the same "
+                           "command to resume") from e
+    finally:
+        bar.close()
+        ctx.enable_progress_bars = bars
+
+
+def _judge(q: Question, lines: list[dict], t: TeacherConfig, seed: int):
+    """Filter one question's replies (all rounds): the verdict, and per round (samples, parsed, drops)."""
+    parsed, per_round = [], []
+    for ln in lines:
+        pairs = ((c["text"], c["finish_reason"]) for c in ln["completions"])
+        ok, drops = filters.filter_samples(pairs, q.labels)
+        parsed += ok
+        per_round.append((ln["round"], len(ln["completions"]), len(ok), drops))
+    rng = random.Random(f"{seed}:{q.id}")  # per question: the fill does not depend on processing order
+    verdict = filters.judge(q.answer, parsed, augment=t.augment, threshold=t.diversity_threshold, rng=rng)
+    return verdict, per_round
+
+
+def _plan_next(cfg: Config, questions: dict[str, Question], asks: dict[str, filters.Ask], round: int,
+               replies: Replies) -> dict[str, filters.Ask]:
+    t = cfg.teacher
+    outcomes = []
+    for qid, ask in asks.items():
+        lines = replies.lines(qid)
+        verdict, _ = _judge(questions[qid], lines, t, cfg.seed)
+        cut = any(c["finish_reason"] == "length"
+                  for ln in lines if ln["round"] == round for c in ln["completions"])
+        outcomes.append((qid, verdict.consistent, cut, ask.max_tokens))
+    return filters.plan_retries(outcomes, t.augment, max(t.max_tokens, t.max_model_len))
+
+
+def _build(cfg: Config, train: list[Question], replies: Replies, out: Path) -> dict:
+    """Filter every question's replies and stream the stage files; returns the stats."""
+    t = cfg.teacher
+    stats: dict = {"questions": len(train), "samples": 0, "parsed": 0, "consistent": 0, "kept": 0,
+                   "relabelled": 0, "retries": 0, "questions_with_rationales": 0,
+                   "questions_full": 0, "dropped": Counter(), "rounds": {}}
+    groups: dict[str, list[Question]] = defaultdict(list)  # questions sharing a block share dedup state
+    for q in train:
+        groups[question_block(q)].append(q)
+
+    def taught(group: list[Question]) -> Iterator[Taught]:
+        for q in group:
+            verdict, per_round = _judge(q, replies.lines(q.id), t, cfg.seed)
+            for rnd, n, ok, drops in per_round:
+                r = stats["rounds"].setdefault(rnd, {"questions": 0, "samples": 0, "parsed": 0})
+                r["questions"] += 1
+                r["samples"] += n
+                r["parsed"] += ok
+                stats["samples"] += n
+                stats["dropped"].update(drops)
+                stats["retries"] += rnd > 0
+            stats["parsed"] += verdict.parsed
+            stats["consistent"] += verdict.consistent
+            stats["kept"] += len(verdict.kept)
+            stats["relabelled"] += verdict.relabelled
+            stats["questions_with_rationales"] += bool(verdict.kept)
+            stats["questions_full"] += len(verdict.kept) >= t.augment
+            yield q, verdict.label, verdict.kept
+
+    stats["rows"] = write_stages((taught(g) for g in groups.values()), out)
+    stats["inconsistent"] = stats["parsed"] - stats["consistent"]
+    stats["dropped"] = dict(sorted(stats["dropped"].items()))
+    stats["rounds"] = [{"round": r, **v} for r, v in sorted(stats["rounds"].items())]
+    return stats
+
+
+def teach(cfg: Config) -> dict:
+    """Run (or resume) teacher distillation into cfg.run_dir/teach; returns the stats (as in stats.json)."""
+    t0 = time.time()
+    t = cfg.teacher
+    out = Path(cfg.run_dir) / "teach"
+    model = _check_backend(t)
+    system = prompt.system_message(_fewshot(cfg), t.shots, seed=cfg.seed)
+    train = _train_questions(cfg, out)
+    questions = {q.id: q for q in train}
+    replies = Replies(out / "replies.jsonl")
+    first = replies.first()
+    if first and first["prompt"][0]["content"] != system:  # resuming must not mix two prompts in one dataset
+        raise ConfigError(f"{replies.path} was made with another teacher prompt (teacher.shots, "
+                          "teacher.fewshot_path or seed changed): resume with the same settings or use a new "
+                          "run_dir")
+    asks = {q.id: filters.Ask(t.samples, t.max_tokens) for q in train}
+    for rnd in range(t.retry_rounds + 1):
+        todo = {qid: a for qid, a in asks.items() if not replies.has(qid, rnd)}
+        if len(todo) < len(asks):
+            print(f"teach round {rnd}: {len(asks) - len(todo)} of {len(asks)} questions already answered "
+                  f"in {replies.path.name}")
+        if todo:
+            _sample_round(cfg, model, system, questions, todo, rnd, replies)
+        if rnd == t.retry_rounds:
+            break
+        asks = _plan_next(cfg, questions, asks, rnd, replies)
+        if not asks:
+            break
+    stats = _build(cfg, train, replies, out)
+    stats.update(backend=t.backend, seconds=round(time.time() - t0, 1))
+    atomic_write_json(out / "stats.json", stats)
+    return stats
+
+
+def format_stats(stats: dict) -> str:
+    """stats.json as an aligned two-column table."""
+    rows = [(k, stats[k]) for k in ("questions", "samples", "parsed", "consistent", "inconsistent", "kept",
+                                    "relabelled", "retries", "questions_with_rationales", "questions_full")]
+    rows += [(f"dropped: {reason}", n) for reason, n in stats["dropped"].items()]
+    rows += [(f"round {r['round']}", f"{r['questions']} questions, {r['samples']} samples, "
+                                     f"{r['parsed']} parsed") for r in stats["rounds"]]
+    rows += [(f"rows: {s}", f"{c['written']} (of {c['rows']} before dedup)")
+             for s, c in stats["rows"].items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def main(cfg: Config, words: list[str]) -> int:
+    if words:
+        raise ConfigError(f"teach takes no positional arguments (got {' '.join(words)})")
+    _check_backend(cfg.teacher)  # a missing key or model fails before the run directory is touched
+    mirror = RunMirror(cfg.run_dir)  # s3:// or gs:// run_dir: work on a local mirror, push it at the end
+    run_dir = mirror.pull()
+    if mirror.remote:
+        cfg = with_overrides(cfg, {"run_dir": str(run_dir)})
+    with RunLock(run_dir):
+        manifest = Manifest(run_dir)
+        if manifest.done("teach"):
+            print(f"teach: done already in {mirror.uri} (stats: {manifest.get('teach')['stats']})")
+            return 0
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        try:
+            stats = teach(cfg)
+            out = run_dir / "teach"
+            manifest.mark("teach", stats=str(out / "stats.json"),
+                          **{s: str(out / f"{s}.jsonl") for s in stats["rows"]}, seconds=stats["seconds"])
+        finally:
+            mirror.push()  # what was done reaches a remote run_dir even when sampling stopped
+    print(f"teach: {cfg.data.name}, teacher {cfg.teacher.backend}, {stats['seconds']} s -> {mirror.uri}")
+    print(format_stats(stats))
+    return 0
