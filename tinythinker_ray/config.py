@@ -108,6 +108,7 @@ class TeacherConfig(SamplerConfig):
     retry_rounds: int = Field(3, ge=0)  # extra rounds for questions with too few good samples
     block_size: int = Field(64, ge=1)  # questions per appended block of replies (the unit of resume)
     line_chars: int = Field(300, ge=8)  # constrained decoding: max characters of each reply line
+    error_rate: float = Field(0.0, ge=0, le=1)  # rules backend: share of samples that reason to a wrong answer
 
 
 class StudentConfig(_Section):
@@ -188,6 +189,24 @@ class ClusterConfig(_Section):
     num_cpus: int | None = None  # logical CPUs for the local Ray (tests declare more than 2 to fit trials)
 
 
+class SynthConfig(_Section):
+    """`tinythinker data synth`: a seeded made-up world (entities, categories, properties) and multiple-choice
+    questions over it whose test pairs are never asked in training (data/synth.py; the learning check)."""
+
+    out: str | None = None  # where the dataset and world.json go; None = <run_dir>/synth
+    seed: int = 0
+    categories: int = Field(4, ge=2)
+    entities: int = Field(24, ge=4)  # spread evenly over the categories
+    properties: int = Field(12, ge=4)  # spread evenly; each belongs to exactly one category
+    options: int = Field(4, ge=2)  # per question, each from a different category: at most `categories`
+    holdout: float = Field(0.25, gt=0, lt=1)  # share of true (entity, property) pairs held out of training
+    trait_share: float = Field(0.5, ge=0, le=1)  # "What is true of a X?" questions; the rest "Which of these P?"
+    train: int = Field(400, ge=1)  # questions per split
+    valid: int = Field(50, ge=1)
+    test: int = Field(200, ge=1)
+    fewshot: int = Field(8, ge=1)  # teacher exemplars written to fewshot_rationales.json
+
+
 class Config(_Section):
     run_dir: str = "runs/default"  # local path or s3:// / gs:// (checkpoints, datasets, reports)
     seed: int = 42
@@ -201,6 +220,7 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     tune: TuneConfig = TuneConfig()
     cluster: ClusterConfig = ClusterConfig()
+    synth: SynthConfig = SynthConfig()
 
 
 # ----- loading -----------------------------------------------------------------------------------------------------

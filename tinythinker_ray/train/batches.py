@@ -1,0 +1,147 @@
+"""From stage rows to model batches: tokenization in Ray Data, padding in the per-batch collate.
+
+Rows {"input", "target", ...} become token-id lists once, on the driver's Ray Data pipeline (never in the
+training workers, which only pull their shard):
+  seq2seq (T5): input_ids = tok(input), labels = tok(target)  -- both end in </s>;
+  causal:       input_ids = tok(input) + tok(" " + target) + eos, labels = -100 over the prompt, then the target.
+The prompt keeps its tail when truncated (the stage cue "Analyze: For option B," sits at the end); the target
+keeps its head. `collate_sft` pads a batch to its own longest row.
+
+Phase 2 reuses `encode_example` for chosen/rejected targets and adds its own encode/collate pair beside these.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .losses import IGNORE
+
+WINDOW_BATCHES = 8  # rows are shuffled (and length-bucketed) within windows of this many batches
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer_for(model_path: str):
+    """(tokenizer, is seq2seq) of an HF folder, loaded once per process (Ray reuses its worker processes)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..models import is_seq2seq
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, is_seq2seq(AutoConfig.from_pretrained(model_path))
+
+
+def encode_example(tok, prompt: str, target: str, *, seq2seq: bool, max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one (prompt, target); the prompt is tokenized exactly as inference will see it."""
+    prompt_ids = tok(prompt)["input_ids"][-max_length:]
+    if seq2seq:
+        return prompt_ids, tok(target)["input_ids"][:max_length]
+    target_ids = (tok(" " + target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_length]
+    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+
+
+def encode_rows(batch: dict[str, np.ndarray], *, model_path: str, max_length: int) -> dict[str, np.ndarray]:
+    """Ray Data `map_batches` UDF (numpy format): {"input", "target"} -> {"input_ids", "labels", "length"}."""
+    tok, seq2seq = tokenizer_for(model_path)
+    pairs = [encode_example(tok, str(p), str(t), seq2seq=seq2seq, max_length=max_length)
+             for p, t in zip(batch["input"], batch["target"], strict=True)]
+    return {
+        "input_ids": _ragged([ids for ids, _ in pairs]),
+        "labels": _ragged([labels for _, labels in pairs]),
+        "length": np.array([len(ids) for ids, _ in pairs], dtype=np.int64),
+    }
+
+
+def _ragged(rows: list[list[int]]) -> np.ndarray:
+    out = np.empty(len(rows), dtype=object)
+    out[:] = [np.asarray(r, dtype=np.int64) for r in rows]
+    return out
+
+
+def tokenize_dataset(ds, model_path: str, max_length: int):
+    """Lazy Ray Data tokenization of a stage dataset; only the token columns travel on to the workers."""
+    return ds.map_batches(encode_rows, fn_kwargs={"model_path": model_path, "max_length": max_length},
+                          batch_format="numpy", batch_size=256)
+
+
+def prepare_stage(ds, *, model_path: str, max_length: int, batch_size: int, world_size: int):
+    """Tokenize a stage dataset once into Ray's object store -> (dataset, batches per worker per epoch).
+
+    Epochs re-read the token blocks, not the text. Ray Train splits each dataset equally across workers
+    (streaming_split(equal=True)), so each gets rows // world rows, cut into batch_size (drop_last) batches.
+    """
+    ds = tokenize_dataset(ds, model_path, max_length).materialize()
+    return ds, ds.count() // world_size // batch_size
+
+
+def epoch_stream(ds, *, batch_size: int, bucket: bool):
+    """What one epoch reads: blocks in a new random order, rows reshuffled within windows of WINDOW_BATCHES batches.
+
+    With `bucket` (needs a "length" column) each window is cut into batches of similar length, in random
+    order: less padding, still a different mix every epoch. Applied by `fit` to every dataset it gets.
+    """
+    out = ds.randomize_block_order().map_batches(
+        _shuffle_window, fn_kwargs={"batch_size": batch_size, "bucket": bucket}, batch_format="numpy",
+        batch_size=batch_size * WINDOW_BATCHES)
+    out.context.enable_progress_bars = False  # one bar per stage per epoch on every worker is noise
+    return out
+
+
+def _shuffle_window(batch: dict[str, np.ndarray], *, batch_size: int, bucket: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng()
+    order = rng.permutation(len(next(iter(batch.values()))))
+    if bucket:
+        order = order[np.argsort(batch["length"][order], kind="stable")]
+        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        order = np.concatenate([groups[i] for i in rng.permutation(len(groups))])
+    return {k: v[order] for k, v in batch.items()}
+
+
+def pad(seqs, value: int) -> torch.Tensor:
+    """Right-pad 1-D int sequences to the longest one."""
+    longest = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), longest), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
+    return out
+
+
+def collate_sft(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
+    """A Ray batch of token rows -> model tensors padded to this batch's longest row (labels padded with -100)."""
+    input_ids = pad(batch["input_ids"], pad_id)
+    lengths = torch.tensor([len(s) for s in batch["input_ids"]])
+    attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad(batch["labels"], IGNORE)}
+
+
+# ----- phase 2: preference pairs ------------------------------------------------------------------------------------
+
+PAIR_COLUMNS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
+
+
+def encode_pair_rows(batch: dict[str, np.ndarray], *, model_path: str, max_length: int) -> dict[str, np.ndarray]:
+    """Ray Data UDF: {"prompt", "chosen", "rejected"} -> token columns of both sides (as `encode_example`)."""
+    tok, seq2seq = tokenizer_for(model_path)
+    out: dict[str, list] = {c: [] for c in PAIR_COLUMNS}
+    for prompt, chosen, rejected in zip(batch["prompt"], batch["chosen"], batch["rejected"], strict=True):
+        for side, target in (("chosen", chosen), ("rejected", rejected)):
+            ids, labels = encode_example(tok, str(prompt), str(target), seq2seq=seq2seq,
+                                         max_length=max_length)
+            out[f"{side}_input_ids"].append(ids)
+            out[f"{side}_labels"].append(labels)
+    return {c: _ragged(v) for c, v in out.items()}
+
+
+def collate_pairs(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
+    """A batch of B pairs -> one padded batch of 2B rows (chosen first, then rejected: one forward scores
+    both), with the reference log-prob columns as float tensors when the batch has them."""
+    out = collate_sft({"input_ids": [*batch["chosen_input_ids"], *batch["rejected_input_ids"]],
+                       "labels": [*batch["chosen_labels"], *batch["rejected_labels"]]}, pad_id)
+    for key in ("ref_chosen_logp", "ref_rejected_logp"):
+        if key in batch:
+            out[key] = torch.as_tensor(np.asarray(batch[key], dtype=np.float32))
+    return out

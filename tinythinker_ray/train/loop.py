@@ -1,0 +1,441 @@
+"""One training loop for both phases: Ray Train `TorchTrainer` workers, each driving a DeepSpeed engine.
+
+    fit(spec, datasets, objective, evaluate) -> FitResult
+
+- `datasets`: {stage: tokenized, materialized Ray Dataset} (batches.prepare_stage). fit() wraps each in
+  `epoch_stream` (new block order and row shuffle every epoch; length buckets when it has a "length" column
+  and train.bucket_by_length), Ray Train splits it equally across the workers, and a worker only ever sees
+  `ray.train.get_dataset_shard(stage)`.
+- `spec.steps`: the stage of every global step (schedule.py), identical on every worker, so all ranks run
+  the same collectives in the same order.
+- `objective`: how a Ray batch becomes tensors (`collate`) and tensors become a loss (`loss`). Phase 1 passes
+  `Objective("sft", collate_sft, sft_loss)`; phase 2 passes its own unit (see `Objective`).
+- `evaluate(model, tokenizer) -> {"val_accuracy": ...}` runs on rank 0 with the live model every
+  `spec.eval_every` steps and at the end (`ChainEval` = the real chain inference); each evaluation is also a
+  checkpoint: every rank writes its DeepSpeed shard and Ray keeps the best `checkpoints_to_keep` by accuracy.
+  A new best is exported as a plain HF folder to `<out_dir>/best` (with no `evaluate`: the final model).
+
+Rerunning with the same `out_dir` and `name` resumes from the latest checkpoint at its step. Rank 0 writes
+`<out_dir>/metrics.jsonl` and TensorBoard files in `<out_dir>/tb`; on a multi-node cluster `out_dir` must be on
+storage every node sees (NFS), as Ray Train's own storage must.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..storage import append_jsonl, read_jsonl
+from .batches import epoch_stream
+
+DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective as a small unit that the loop runs without knowing what it is.
+
+    collate(batch: {column: numpy array}, pad_id: int) -> {name: tensor}
+        Runs in the Ray Data iterator on the worker; turns one batch of tokenized rows into tensors.
+    loss(model, batch: {name: tensor}) -> (loss tensor, {metric: float})
+        `model` is the DeepSpeed engine (call it like the HF model; `.module` is the HF model). The loop calls
+        `engine.backward(loss)` and logs the floats (averaged over the logging window, per stage).
+    Both must be picklable (module-level functions or functools.partial): Ray ships them to the workers.
+    Anything an objective needs besides the policy (e.g. reference log-probs for DPO) travels as dataset
+    columns, computed before `fit`.
+    """
+
+    name: str
+    collate: Callable[[dict, int], dict]
+    loss: Callable[[Any, dict], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """Everything a worker needs, besides datasets, objective and evaluation (all picklable)."""
+
+    model_path: str  # HF folder of the starting weights
+    out_dir: str  # <run_dir>/<phase>: ray/ (checkpoints), best/, tb/, metrics.jsonl
+    steps: list[str]  # stage of every global step
+    steps_per_epoch: int  # where stage iterators restart (and shuffle anew)
+    batch_size: int  # per worker, per micro step
+    lr: float
+    train: TrainConfig
+    scheduler: str = "cosine"  # cosine | linear | constant (each with linear warmup)
+    warmup: float = 0.0  # fraction of optimizer steps
+    eval_every: int | None = None  # None: only at the end
+    name: str = "train"  # Ray Train run name: the same name + out_dir resumes
+    seed: int = 42
+    phase: str = "train"  # prefix in console lines and metrics
+
+
+@dataclass
+class FitResult:
+    best_dir: str | None
+    best_accuracy: float | None
+    history: list[dict]  # eval points: {"step", "val_accuracy", "loss", ...}
+    steps: int
+    seconds: float  # wall clock of fit(), start-up included
+    train_seconds: float  # time inside training steps (no start-up, eval or checkpoints)
+    data_seconds: float  # of which waiting for the next batch (rank 0, this attempt; epoch restarts included)
+    metrics: dict = field(default_factory=dict)  # the last report
+
+
+# ----- driver ------------------------------------------------------------------------------------------------------
+
+def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable | None = None) -> FitResult:
+    """Run the worker loop on `spec.train.num_workers` Ray Train workers; blocks until done."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    missing = sorted(set(spec.steps) - set(datasets))
+    if missing:
+        raise ConfigError(f"schedule uses stages without a dataset: {missing}")
+    tc = spec.train
+    t0 = time.time()
+    out = Path(spec.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
+    score = "val_accuracy" if evaluate is not None else None
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"spec": spec, "objective": objective, "evaluate": evaluate},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=spec.name, storage_path=str(out / "ray"),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoints_to_keep, checkpoint_score_attribute=score,
+                                               checkpoint_score_order="max"),
+            worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}} if not tc.use_gpu else None,
+            callbacks=_tune_callbacks()),
+        datasets={s: epoch_stream(datasets[s], batch_size=spec.batch_size,
+                                  bucket=tc.bucket_by_length and "length" in datasets[s].columns())
+                  for s in sorted(set(spec.steps))},
+    )
+    result = trainer.fit()
+    history = eval_history(out / "metrics.jsonl")
+    best = max(history, key=lambda r: r.get("val_accuracy", -1.0), default=None)
+    last = dict(result.metrics or {})
+    return FitResult(best_dir=str(out / "best") if (out / "best" / "config.json").exists() else None,
+                     best_accuracy=best.get("val_accuracy") if best else None, history=history,
+                     steps=int(last.get("step", history[-1]["step"] if history else 0)),
+                     seconds=time.time() - t0, train_seconds=float(last.get("train_seconds", 0.0)),
+                     data_seconds=float(last.get("data_seconds", 0.0)), metrics=last)
+
+
+def _tune_callbacks() -> list:
+    """Inside a Ray Tune trial, forward every report (val_accuracy at each eval point) to Tune for ASHA."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    if not _in_tune_session():
+        return []
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return [TuneReportCallback()]
+
+
+def eval_history(metrics_path: Path) -> list[dict]:
+    """Eval points of metrics.jsonl in step order; a resumed run's repeat of a step replaces the first."""
+    by_step = {r["step"]: r for r in read_jsonl(metrics_path) if r.get("kind") == "eval"}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def deepspeed_config(tc: TrainConfig, *, batch_size: int, lr: float, world_size: int) -> dict:
+    """The DeepSpeed config dict from `train.*`: ZeRO stage, offload, accumulation, precision, AdamW."""
+    if tc.offload_params and tc.zero_stage != 3:
+        raise ConfigError("config key 'train.offload_params': parameter offload needs train.zero_stage=3")
+    if tc.offload_optimizer and tc.zero_stage == 0:
+        raise ConfigError("config key 'train.offload_optimizer': optimizer offload needs train.zero_stage>=1")
+    zero: dict[str, Any] = {"stage": tc.zero_stage}
+    if tc.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": tc.use_gpu}
+    if tc.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": tc.use_gpu}
+    bf16 = tc.use_gpu if tc.bf16 is None else tc.bf16
+    return {
+        "train_micro_batch_size_per_gpu": batch_size,
+        "gradient_accumulation_steps": tc.grad_accum,
+        "train_batch_size": batch_size * tc.grad_accum * world_size,
+        "gradient_clipping": tc.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        # torch's AdamW unless offloaded (then DeepSpeed's CPU Adam): FusedAdam needs a CUDA build
+        "optimizer": {"type": "AdamW", "params": {"lr": lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                                                  "torch_adam": not tc.offload_optimizer}},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def optimizer_steps(spec: FitSpec) -> int:
+    return math.ceil(len(spec.steps) / spec.train.grad_accum)
+
+
+def lr_scheduler_factory(spec: FitSpec):
+    """optimizer -> LambdaLR: linear warmup, then cosine / linear decay to 0, or constant."""
+    from transformers import get_scheduler
+
+    total = optimizer_steps(spec)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[spec.scheduler]
+    return partial(get_scheduler, name, num_warmup_steps=math.ceil(spec.warmup * total), num_training_steps=total)
+
+
+# ----- worker ------------------------------------------------------------------------------------------------------
+
+def _worker(config: dict) -> None:
+    spec: FitSpec = config["spec"]
+    objective: Objective = config["objective"]
+    evaluate = config["evaluate"]
+    if not spec.train.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import ray.train
+    import torch.distributed as dist
+    from ray.train import Checkpoint
+
+    from ..models import load_student
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(spec.seed)
+    model, tok = load_student(spec.model_path)
+    engine, *_ = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=deepspeed_config(spec.train, batch_size=spec.batch_size, lr=spec.lr, world_size=world),
+        lr_scheduler=lr_scheduler_factory(spec))
+    device = engine.device
+
+    start, best, train_seconds, data_seconds, ray_data_startup = 0, -1.0, 0.0, 0.0, 0.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag=DS_TAG)
+        start, best, train_seconds = client["step"], client["best"], client.get("train_seconds", 0.0)
+    log = _Log(Path(spec.out_dir), spec.phase, enabled=rank == 0)
+    total = len(spec.steps)
+    log.event({"kind": "start", "step": start, "total_steps": total, "resumed": checkpoint is not None,
+               "world_size": world, "objective": objective.name})
+
+    shards = {s: ray.train.get_dataset_shard(s) for s in sorted(set(spec.steps))}
+    collate = partial(objective.collate, pad_id=tok.pad_token_id)
+
+    def open_epoch() -> dict:  # each call starts a new epoch of every shard (a new order: epoch_stream)
+        return {s: iter(shard.iter_torch_batches(batch_size=spec.batch_size, drop_last=True, collate_fn=collate,
+                                                 device=device)) for s, shard in shards.items()}
+
+    iters: dict = {}
+    window = _Window()
+    eval_every = spec.eval_every or total
+    for step in range(start, total):
+        epoch, in_epoch = divmod(step, spec.steps_per_epoch)
+        if not iters or in_epoch == 0:
+            iters = open_epoch()
+            # a resumed run first skips the batches its epoch already trained: the rest of the epoch lines up
+            for stage, n in Counter(spec.steps[step - in_epoch:step]).items():
+                for _ in range(n):
+                    next(iters[stage])
+        stage = spec.steps[step]
+        t = time.perf_counter()
+        batch = next(iters[stage], None)
+        wait = time.perf_counter() - t
+        if step == start:  # Ray Data starts its split executors on the first fetch (~10 s): start-up, not a step
+            ray_data_startup, wait, t = wait, 0.0, time.perf_counter()
+        data_seconds += wait
+        if batch is None:  # re-opening one shard alone would stall the others at Ray's epoch barrier: stop
+            raise RuntimeError(f"rank {rank}: stage '{stage}' ran out of batches at step {step}, before the "
+                               "schedule planned (the schedule must be built from the per-worker batch counts)")
+        loss, metrics = objective.loss(engine, batch)
+        engine.backward(loss)
+        engine.step()
+        dt = time.perf_counter() - t
+        train_seconds += dt
+        window.add(stage, metrics, dt, wait, spec.batch_size)
+        done = step + 1
+        if done % spec.train.log_every == 0 or done == total:
+            log.train(window.reduce(dist, done, epoch, engine.get_lr()[0], world, total))
+            window = _Window()
+        if done % eval_every == 0 or done == total:
+            results = _evaluate(engine, tok, evaluate, spec, rank, best, done, log)
+            best = max(best, results.get("val_accuracy", best))
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, tag=DS_TAG,
+                                       client_state={"step": done, "best": best, "train_seconds": train_seconds})
+                dist.barrier()
+                ray.train.report({"step": done, "epoch": done / spec.steps_per_epoch, "train_seconds": train_seconds,
+                                  "data_seconds": data_seconds, "data_startup_seconds": ray_data_startup, **results},
+                                 checkpoint=Checkpoint.from_directory(tmp))
+    log.close()
+    dist.barrier()  # ENGINES.md: ZeRO-3 + offload can abort at exit without this
+    dist.destroy_process_group()
+
+
+def _evaluate(engine, tok, evaluate, spec: FitSpec, rank: int, best: float, step: int, log: _Log) -> dict:
+    """Evaluate on rank 0 and export a new best; returns the same metrics on every rank (for the checkpoint).
+
+    Without an `evaluate`, the final model is the one exported.
+    """
+    import torch.distributed as dist
+
+    if evaluate is None:
+        if step == len(spec.steps):
+            model = _full_model(engine, rank)
+            if rank == 0:
+                export_hf(model, tok, Path(spec.out_dir) / "best")
+        return {}
+    model = _full_model(engine, rank)  # collective under ZeRO-3: every rank takes part
+    results: list = [None]
+    if rank == 0:
+        t = time.time()
+        metrics = evaluate(model, tok)
+        metrics["eval_seconds"] = round(time.time() - t, 2)
+        if metrics["val_accuracy"] > best:
+            export_hf(model, tok, Path(spec.out_dir) / "best")
+            metrics["best"] = True
+        log.eval(step, metrics)
+        results = [metrics]
+    dist.broadcast_object_list(results, src=0)
+    return results[0]
+
+
+def _full_model(engine, rank: int):
+    """The HF model with whole weights: the live module, or under ZeRO-3 a rank-0 copy of the gathered weights."""
+    if engine.zero_optimization_stage() < 3:
+        return engine.module
+    state = engine._zero3_consolidated_16bit_state_dict()
+    if rank != 0:
+        return None
+    copy = type(engine.module)(engine.module.config)
+    copy.load_state_dict(state, strict=False)
+    copy.tie_weights()
+    return copy.to(engine.device)
+
+
+def export_hf(model, tok, dest: Path) -> None:
+    """save_pretrained + tokenizer into a temporary folder, then swap it in: readers never see half a model."""
+    tmp, old = dest.with_name(dest.name + ".tmp"), dest.with_name(dest.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _Window:
+    """Per-stage sums of the objective's metrics since the last log line (averaged across ranks on reduce)."""
+
+    def __init__(self):
+        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.counts: Counter = Counter()
+        self.seconds, self.wait, self.samples = 0.0, 0.0, 0
+
+    def add(self, stage: str, metrics: dict[str, float], seconds: float, wait: float, rows: int) -> None:
+        for k, v in metrics.items():
+            self.sums[stage][k] += float(v)
+        self.counts[stage] += 1
+        self.seconds += seconds
+        self.wait += wait
+        self.samples += rows
+
+    def reduce(self, dist, step: int, epoch: int, lr: float, world: int, total: int) -> dict:
+        # every rank logs at the same steps with the same stages (one schedule), so one all-reduce lines up
+        keys = sorted((s, k) for s in self.sums for k in self.sums[s])
+        t = torch.tensor([self.sums[s][k] for s, k in keys] + [self.wait, self.seconds], dtype=torch.float64)
+        dist.all_reduce(t)
+        wait = t[-2].item()
+        row = {"kind": "train", "step": step, "total_steps": total, "epoch": epoch, "lr": lr}
+        for (s, k), v in zip(keys, t[:-2].tolist(), strict=True):
+            row[f"{k}/{s}"] = v / (self.counts[s] * world)
+        if all(f"loss/{s}" in row for s in self.counts):  # the overall loss: a step-weighted mean of the stages'
+            row["loss"] = sum(row[f"loss/{s}"] * c for s, c in self.counts.items()) / sum(self.counts.values())
+        row["samples_per_s"] = self.samples * world / max(t[-1].item() / world, 1e-9)
+        row["data_wait"] = wait / max(t[-1].item(), 1e-9)  # share of step time spent waiting for batches
+        return row
+
+
+def _say(line: str) -> None:
+    # The raw stream: Ray Train V2 patches print() to both tee and log it, which doubles every console line.
+    print(line, file=sys.__stdout__, flush=True)
+
+
+class _Log:
+    """Rank 0's console lines, metrics.jsonl rows (appended as they happen) and TensorBoard scalars."""
+
+    def __init__(self, out_dir: Path, phase: str, enabled: bool):
+        self.enabled, self.phase = enabled, phase
+        self.path = out_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tb"))
+
+    def event(self, row: dict) -> None:
+        if self.enabled:
+            append_jsonl(self.path, [{**row, "time": time.time()}])
+
+    def train(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.event(row)
+        for k, v in row.items():
+            if isinstance(v, float) and k != "epoch":
+                self.tb.add_scalar(f"train/{k}", v, row["step"])
+        stages = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in row.items() if k.startswith("loss/"))
+        _say(f"[{self.phase}] step {row['step']}/{row['total_steps']} loss {row.get('loss', float('nan')):.4f} "
+             f"({stages}) lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s, data wait {row['data_wait']:.0%}")
+
+    def eval(self, step: int, metrics: dict) -> None:
+        self.event({"kind": "eval", "step": step, **metrics})
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.tb.add_scalar(f"val/{k}", v, step)
+        _say(f"[{self.phase}] step {step} eval {json.dumps(metrics)}")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----- evaluation --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChainEval:
+    """`evaluate` for fit(): greedy recall -> analyze -> summarize chains of the live model on questions."""
+
+    questions: list[dict]  # Question.to_dict rows
+    mode: str = "recall_analyze_summarize"
+    max_new_tokens: int = 96
+    batch_size: int = 32
+
+    def __call__(self, model, tok) -> dict:
+        from ..data.records import Question
+        from ..eval.chain import accuracy, run_chain
+        from ..sampling.base import GenParams
+        from ..sampling.hf import HFSampler
+
+        sampler = HFSampler(model=model, tokenizer=tok, batch_size=self.batch_size)
+        stage = GenParams(max_tokens=self.max_new_tokens)
+        results = run_chain(sampler, [Question.from_dict(q) for q in self.questions], self.mode,
+                            recall=stage, analyze=stage, summarize=GenParams(max_tokens=16))
+        scores = accuracy(results)
+        return {"val_accuracy": scores["accuracy"], "val_questions": scores["questions"]}

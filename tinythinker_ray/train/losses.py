@@ -1,0 +1,110 @@
+"""Training objectives as pure torch: token log-probs of a target under a seq2seq or causal student.
+
+A batch (see batches.py) holds `input_ids`, `attention_mask` and `labels` with -100 wherever no loss is taken:
+for T5 the labels are the target tokens; for a causal LM they run along `input_ids` (prompt + " " + target +
+eos) with the prompt and the padding masked. Everything here works from those three tensors, for both
+families, so SFT, DPO and RPO share one definition of "log-probability of the target".
+
+An objective's loss function has the shape `loss(model, batch) -> (loss tensor, {name: float})`; the loop
+backpropagates the tensor and logs the floats. Phase 2 adds its own (e.g. `rpo_loss`) beside `sft_loss`,
+built from `sequence_logps`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def _module(model):
+    return getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
+
+
+def is_seq2seq_model(model) -> bool:
+    return bool(getattr(_module(model).config, "is_encoder_decoder", False))
+
+
+def token_logps_from_logits(logits: torch.Tensor, labels: torch.Tensor, *, shift: bool
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each label token [B, T], mask [B, T]). `shift`: causal logits at t predict the token at t+1."""
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE
+    safe = labels.masked_fill(~mask, 0)
+    logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)
+    return logps * mask, mask
+
+
+def token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model on a batch; per-token target log-probs and their mask, for either family."""
+    if is_seq2seq_model(model):
+        # Teacher forcing: the decoder reads the labels shifted right (pad for -100), as HF does with labels=.
+        decoder_input_ids = _module(model).prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=decoder_input_ids, use_cache=False)
+        return token_logps_from_logits(out.logits, batch["labels"], shift=False)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    return token_logps_from_logits(out.logits, batch["labels"], shift=True)
+
+
+def sequence_logps(model, batch: dict) -> torch.Tensor:
+    """Summed target log-prob per row [B]: what DPO compares between chosen and rejected."""
+    logps, _ = token_logps(model, batch)
+    return logps.sum(-1)
+
+
+def nll(logps: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Negative log-likelihood: 'mean' over all target tokens of the batch, 'sum' over them, or 'row' (sum per row)."""
+    if reduction == "mean":
+        return -logps.sum() / mask.sum().clamp(min=1)
+    if reduction == "sum":
+        return -logps.sum()
+    if reduction == "row":
+        return -logps.sum(-1)
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def sft_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Phase 1: mean token NLL of the target (the HF `labels=` loss, computed here for both families)."""
+    logps, mask = token_logps(model, batch)
+    loss = nll(logps, mask)
+    return loss, {"loss": loss.item(), "tokens": float(mask.sum())}
+
+
+# ----- phase 2: RPO (DPO + NLL) -----------------------------------------------------------------------------
+
+def rpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, chosen_nll: torch.Tensor,
+             beta: float, alpha: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sigmoid DPO on summed target log-probs against a frozen reference, plus alpha x NLL of the chosen side.
+
+    -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), averaged over pairs, + alpha * chosen_nll (TRL's
+    `rpo_alpha`: the chosen targets' token-mean NLL). Rewards: beta * (pi - ref); margin = chosen - rejected.
+    """
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
+    margins = chosen_rewards - rejected_rewards
+    dpo = -F.logsigmoid(margins).mean()
+    loss = dpo + alpha * chosen_nll
+    return loss, {"loss": loss.item(), "dpo_loss": dpo.item(), "nll": chosen_nll.item(),
+                  "reward_chosen": chosen_rewards.mean().item(),
+                  "reward_rejected": rejected_rewards.mean().item(),
+                  "margin": margins.mean().item(), "reward_accuracy": (margins > 0).float().mean().item()}
+
+
+def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward over a pair batch (chosen rows first, then rejected: `collate_pairs`) ->
+    (summed chosen log-probs [B], summed rejected log-probs [B], chosen token-mean NLL)."""
+    logps, mask = token_logps(model, batch)
+    n = logps.shape[0] // 2
+    seq = logps.sum(-1)
+    return seq[:n], seq[n:], nll(logps[:n], mask[:n])
+
+
+def rpo_step_loss(model, batch: dict, *, beta: float, alpha: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Phase 2's objective loss: the policy's pair log-probs against the precomputed reference columns."""
+    chosen, rejected, chosen_nll = pair_logps(model, batch)
+    return rpo_loss(chosen, rejected, batch["ref_chosen_logp"], batch["ref_rejected_logp"], chosen_nll,
+                    beta, alpha)

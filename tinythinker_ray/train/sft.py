@@ -1,0 +1,115 @@
+"""`tinythinker sft`: phase 1, three-stage supervised fine-tuning on Ray Train + DeepSpeed.
+
+Reads run_dir/teach/{recall,analyze,summarize}.jsonl (the stages `sft.mode` trains) and
+run_dir/teach/questions/valid.jsonl, tokenizes in Ray Data, builds the interval schedule (recall block =
+`sft.interval` batches, analyze block = interval x options, summarize block = interval) and trains the student
+(`student.model`: T5 or a causal LM, told apart by its config). Writes run_dir/sft/: best/ (the HF folder of
+the best validation chain accuracy), metrics.jsonl, tb/, ray/ (checkpoints: a rerun resumes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config
+from ..data.format import parse_stage_input
+from ..data.records import Question
+from ..errors import ConfigError, DataError
+from ..storage import Manifest, read_jsonl
+from .batches import collate_sft, prepare_stage
+from .loop import ChainEval, FitResult, FitSpec, Objective, fit
+from .losses import sft_loss
+from .schedule import MODES, schedule, stage_plan, steps_per_epoch
+
+SFT = Objective("sft", collate=collate_sft, loss=sft_loss)
+
+
+def read_stage(path: Path) -> list[dict]:
+    """Stage rows {"input", "target", ...} -> [{"input", "target"}]; a bad row names its file, line and field."""
+    if not path.exists():
+        raise DataError("stage dataset not found (run `tinythinker teach` first)", file=str(path))
+    rows = []
+    for i, row in enumerate(read_jsonl(path), 1):
+        for key in ("input", "target"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise DataError(f"missing or empty '{key}'", file=str(path), line=i, field=key)
+        rows.append({"input": row["input"], "target": row["target"]})
+    if not rows:
+        raise DataError("stage dataset is empty", file=str(path))
+    return rows
+
+
+def num_options(rows: list[dict], path: Path) -> int:
+    """Options per question, read from the stage inputs themselves (CSQA 5, OBQA 4, StrategyQA 2)."""
+    most = 0
+    for i, row in enumerate(rows[:100], 1):
+        try:
+            most = max(most, len(parse_stage_input(row["input"])["options"]))
+        except ValueError as e:
+            raise DataError(str(e), file=str(path), line=i, field="input") from None
+    return most
+
+
+def read_questions(path: Path, limit: int | None) -> list[Question]:
+    questions = []
+    for i, row in enumerate(read_jsonl(path), 1):
+        try:
+            questions.append(Question.from_dict(row))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"not a question row: {e!r}", file=str(path), line=i) from None
+    return questions[:limit] if limit else questions
+
+
+def sft(cfg: Config, model: str | None = None) -> FitResult:
+    """Train `model` (default `student.model`) on the run's stage datasets; returns the fit result."""
+    import ray.data
+
+    from ..models import resolve_model
+    from ..raylib import ensure_ray
+
+    run_dir = Path(cfg.run_dir).resolve()
+    teach, out = run_dir / "teach", run_dir / "sft"
+    stages = MODES[cfg.sft.mode]
+    rows = {s: read_stage(teach / f"{s}.jsonl") for s in stages}
+    options = num_options(rows[stages[-1]], teach / f"{stages[-1]}.jsonl")
+    limits = [n for n in (cfg.train.eval_limit, cfg.data.max_eval) if n]
+    valid = read_questions(teach / "questions" / "valid.jsonl", min(limits) if limits else None)
+
+    ensure_ray(cfg)
+    model_path = resolve_model(model or cfg.student.model)
+    datasets, sizes = {}, {}
+    for s in stages:
+        datasets[s], sizes[s] = prepare_stage(
+            ray.data.from_items(rows[s]), model_path=model_path, max_length=cfg.student.max_length,
+            batch_size=cfg.sft.batch_size, world_size=cfg.train.num_workers)
+    plan = stage_plan(cfg.sft.mode, cfg.sft.interval, options)
+    steps = schedule(sizes, plan, epochs=cfg.sft.epochs, max_steps=cfg.sft.max_steps)
+    print(f"sft: {model_path} | stages {', '.join(f'{s} {len(rows[s])} rows / {sizes[s]} batches per worker' for s in stages)}"
+          f" | plan {plan} | {len(steps)} steps on {cfg.train.num_workers} worker(s), ZeRO-{cfg.train.zero_stage}",
+          flush=True)
+    spec = FitSpec(
+        model_path=model_path, out_dir=str(out), steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
+        batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, train=cfg.train, scheduler=cfg.sft.scheduler,
+        warmup=cfg.sft.warmup, eval_every=cfg.sft.eval_every or sum(n for _, n in plan), name="sft",
+        seed=cfg.sft.seed, phase="sft")
+    evaluate = ChainEval(questions=[q.to_dict() for q in valid], mode=cfg.sft.mode,
+                         max_new_tokens=cfg.student.max_new_tokens, batch_size=cfg.eval.batch_size) if valid else None
+    result = fit(spec, datasets, SFT, evaluate)
+    Manifest(run_dir).mark("sft", best_dir=result.best_dir, val_accuracy=result.best_accuracy, steps=result.steps)
+    return result
+
+
+def table(result: FitResult) -> str:
+    lines = [f"{'step':>8}  {'val_accuracy':>12}  {'questions':>9}", "-" * 33]
+    for r in result.history:
+        mark = "  *" if r.get("best") else ""
+        lines.append(f"{r['step']:>8}  {r.get('val_accuracy', float('nan')):>12.4f}  {r.get('val_questions', 0):>9}{mark}")
+    lines.append(f"best: {result.best_accuracy} -> {result.best_dir}  ({result.steps} steps, {result.seconds:.0f} s)")
+    return "\n".join(lines)
+
+
+def main(cfg: Config, words: list[str]) -> int:
+    if words:
+        raise ConfigError(f"sft takes no positional arguments (got {' '.join(words)})")
+    print(table(sft(cfg)))
+    return 0
