@@ -97,7 +97,7 @@ def tune_run(cfg: Config):
 
     t = cfg.tune
     base = Path(cfg.run_dir).resolve()
-    needed = base / "teach" / "recall_single.jsonl" if t.target == "sft" else base / "sft" / "best" / "config.json"
+    needed = base / "teach" / "summarize.jsonl" if t.target == "sft" else base / "sft" / "best" / "config.json"
     if not needed.exists():
         raise ConfigError(f"tune target '{t.target}' needs {needed} (run `tinythinker "
                           f"{'teach' if t.target == 'sft' else 'sft'}` on this run_dir first)")
