@@ -18,7 +18,8 @@ from .errors import ConfigError
 
 StageMode = Literal["summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize"]
 ReflectMode = Literal["recall", "analyze", "recall_analyze"]
-Backend = Literal["vllm", "hf", "openai", "replay", "rules"]
+# "auto" (student sampler only): vLLM for causal students, HF for T5, which vLLM cannot run.
+Backend = Literal["auto", "vllm", "hf", "openai", "replay", "rules"]
 Split = Literal["train", "valid", "test"]
 
 
@@ -77,7 +78,7 @@ class DataConfig(_Section):
 class SamplerConfig(_Section):
     """One engine and how many replicas of it run as a Ray actor pool."""
 
-    backend: Backend = "hf"
+    backend: Backend = "auto"
     model: str | None = None  # HF folder / hub name (vllm, hf), model name (openai), file (replay)
     base_url: str | None = None  # openai: an OpenAI-compatible endpoint
     api_key_env: str = "OPENAI_API_KEY"  # openai: the NAME of the environment variable; the key is never stored

@@ -33,6 +33,12 @@ class ChainResult:
         d["correct"] = self.correct
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ChainResult:
+        """Inverse of `to_dict` (results travel through Ray Data and results.jsonl as JSON)."""
+        analyses = [tuple(a) for a in d["analyses"]] if d.get("analyses") is not None else None
+        return cls(d["question_id"], d.get("recall"), analyses, d["summary"], d.get("prediction"), d["label"])
+
 
 def stages_of(mode: str) -> tuple[bool, bool]:
     """(uses recall, uses analyze) for a stage mode (phase-1 modes; phase-2 always runs the full chain)."""

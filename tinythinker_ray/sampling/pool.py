@@ -18,6 +18,10 @@ Task = Callable[[Sampler, list[dict]], list[dict]]
 def make_sampler(cfg: SamplerConfig, model: str | None = None) -> Sampler:
     """Build the engine named by `cfg.backend` (imports it lazily: vLLM is heavy)."""
     path = model or cfg.model
+    if cfg.backend == "auto":
+        from ..eval.evaluate import pick_backend
+
+        cfg = cfg.model_copy(update={"backend": pick_backend(cfg, path)})
     if cfg.backend == "hf":
         from .hf import HFSampler
 
