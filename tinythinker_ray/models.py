@@ -53,8 +53,10 @@ def _corpus() -> list[str]:
     return fixed * 50 + embedded_corpus()
 
 
-def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq: bool = False):
-    """Byte-level BPE trained on local text: every string round-trips, no download."""
+def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq: bool = False,
+                    extra_text: list[str] | None = None):
+    """Byte-level BPE trained on local text (+ `extra_text`, e.g. a task's own vocabulary): every string
+    round-trips, no download."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -64,7 +66,7 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq:
     specials = [SPECIALS["pad"], SPECIALS["eos"], SPECIALS["unk"], SPECIALS["bos"]]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + list(extra_text or []), trainer=trainer)
     eos_id = tok.token_to_id(SPECIALS["eos"])
     if seq2seq:  # T5 convention: the encoder input and the target both end in </s>
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
@@ -76,14 +78,14 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq:
     return fast
 
 
-def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0) -> str:
+def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, extra_text: list[str] | None = None) -> str:
     """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32), saved as a plain HF folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"))
+    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), extra_text=extra_text)
     torch.manual_seed(seed)
     if kind == "t5":
         cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=2,

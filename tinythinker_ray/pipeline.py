@@ -14,22 +14,8 @@ from .config import Config, dump_config, with_overrides
 from .storage import Manifest, RunLock, RunMirror, atomic_write_text
 
 
-def _questions(cfg: Config, split: str):
-    from .data.loaders import load_benchmark
-    from .data.records import Question
-    from .storage import read_jsonl
-
-    saved = Path(cfg.run_dir) / "teach" / "questions" / f"{split}.jsonl"
-    if saved.exists():
-        qs = [Question.from_dict(r) for r in read_jsonl(saved)]
-    else:
-        d = cfg.data
-        qs = load_benchmark(d.name, d.path, seed=d.seed, skip_bad_rows=d.skip_bad_rows).get(split)
-    return qs[: cfg.data.max_eval] if cfg.data.max_eval else qs
-
-
 def run(cfg: Config) -> Path:
-    from .eval.evaluate import evaluate
+    from .eval.evaluate import evaluate, load_split
     from .reflect.iterate import reflect
     from .report import write_report
     from .teacher.distill import teach
@@ -41,28 +27,31 @@ def run(cfg: Config) -> Path:
         cfg = with_overrides(cfg, {"run_dir": str(run_dir)})
     with RunLock(run_dir):
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        manifest = Manifest(run_dir)
 
         def step(name: str, fn):
-            if manifest.done(name):
+            # Recorded as "run/<name>": drivers mark their own steps too, and a driver that finished while
+            # the pipeline died before recording still reruns here (resuming inside itself, cheaply).
+            key = f"run/{name}"
+            if Manifest(run_dir).done(key):
                 print(f"[run] {name}: done already, skipping")
-                return manifest.get(name)
+                return Manifest(run_dir).get(key)
             print(f"[run] {name} ...")
             t0 = time.time()
-            outputs = fn() or {}
-            manifest.mark(name, seconds=round(time.time() - t0, 1), **outputs)
+            outputs = dict(fn() or {})
+            outputs["seconds"] = round(time.time() - t0, 1)
+            Manifest(run_dir).mark(key, **outputs)  # re-read: the step may have updated the manifest
             mirror.push()
-            return manifest.get(name)
+            return outputs
 
         step("teach", lambda: {"stats": str(run_dir / "teach" / "stats.json"), **_summary(teach(cfg))})
         sft_out = step("sft", lambda: {"best": str(sft(cfg).best_dir)})
         best = sft_out["best"]
-        step("eval/valid-sft", lambda: evaluate(cfg, best, _questions(cfg, "valid"), "valid-sft",
+        step("eval/valid-sft", lambda: evaluate(cfg, best, load_split(cfg, "valid"), "valid-sft",
                                                 run_dir / "eval" / "valid-sft"))
-        step("eval/test-sft", lambda: evaluate(cfg, best, _questions(cfg, "test"), "test-sft",
+        step("eval/test-sft", lambda: evaluate(cfg, best, load_split(cfg, "test"), "test-sft",
                                                run_dir / "eval" / "test-sft"))
         ref_out = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})
-        step("eval/test-final", lambda: evaluate(cfg, ref_out["best"], _questions(cfg, "test"), "test-final",
+        step("eval/test-final", lambda: evaluate(cfg, ref_out["best"], load_split(cfg, "test"), "test-final",
                                                  run_dir / "eval" / "test-final"))
         report = write_report(run_dir)
         mirror.push()

@@ -77,7 +77,7 @@ def _examples(run: Path, k: int = 3) -> str:
     for r in right + wrong:
         chain = r.get("chains", [r])[0] if "chains" in r else r
         mark = "right" if r.get("correct") else "wrong"
-        out.append(f"**{r.get('question_id', r.get('qid', '?'))}** ({mark}; label {r.get('label')}, "
+        out.append(f"**{r.get('id', chain.get('question_id', '?'))}** ({mark}; label {r.get('label')}, "
                    f"predicted {r.get('prediction')})\n")
         if r.get("question"):
             out.append(f"> {r['question']}\n")
@@ -96,8 +96,10 @@ def write_report(run_dir: str | Path) -> Path:
         flat = [[k, v] for k, v in stats.items() if not isinstance(v, (dict, list))]
         parts += ["## Teacher", _table(["stat", "value"], flat)]
         for k, v in stats.items():
-            if isinstance(v, dict) and v:
-                parts += [f"\n{k}:", _table([k, "count"], [[a, b] for a, b in v.items()])]
+            if isinstance(v, dict) and v:  # one level of nesting: {"length": 9} or {"recall": {"rows": ..}}
+                flat = [[a, *(b.values() if isinstance(b, dict) else [b])] for a, b in v.items()]
+                inner = next((list(b) for b in v.values() if isinstance(b, dict)), ["count"])
+                parts += [f"\n{k}:", _table([k, *inner], flat)]
     evals = []
     for s in sorted((run / "eval").glob("*/summary.json")):
         e = json.loads(s.read_text())

@@ -1,4 +1,5 @@
-"""`tinythinker data prepare | show`: load a benchmark, split it as the paper does, print counts and a sample."""
+"""`tinythinker data prepare | show | synth`: load a benchmark, split it as the paper does, print counts and a
+sample; or write the synthetic learning-check dataset (synth.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..storage import write_jsonl
 from . import format as fmt
-from .loaders import load_benchmark
+from .loaders import load_benchmark, load_dataset_cfg
 
 
 def three_stage_sample(q) -> str:
@@ -37,13 +38,36 @@ def split_table(splits) -> str:
     return "\n".join(rows)
 
 
+def synth_main(cfg: Config) -> int:
+    """`data synth`: write the synthetic world and its questions (data/synth.py), then show them like `show`."""
+    from . import synth
+
+    out = synth.out_dir(cfg)
+    counts = synth.write(cfg.synth, out)
+    world = synth.load_world(out)
+    s = cfg.synth
+    print(f"synth world (seed {s.seed}): {len(world.categories)} categories, {len(world.entities)} entities, "
+          f"{len(world.properties)} properties; pairs asked {len(world.pairs['train'])} train / "
+          f"{len(world.pairs['valid'])} valid / {len(world.pairs['test'])} test (held out of train)")
+    print(f"wrote {counts['train']} / {counts['valid']} / {counts['test']} questions ({s.options} options, "
+          f"chance {1 / s.options:.0%}) + world.json + fewshot_rationales.json to {out}")
+    print(f"use: --data.name custom --data.path {out} --teacher.backend rules --teacher.model {out / synth.WORLD_FILE}"
+          f" --teacher.fewshot_path {out}")
+    splits = load_benchmark("custom", str(out))
+    print(split_table(splits))
+    print(three_stage_sample(splits.train[0]))
+    return 0
+
+
 def main(cfg: Config, words: list[str]) -> int:
     action = words[0] if words else "show"
-    if action not in ("prepare", "show") or len(words) > 1:
-        raise ConfigError(f"bad arguments 'data {' '.join(words)}' (usage: tinythinker data prepare | show, "
-                          "with --data.name, --data.path, --data.seed, --skip-bad-rows)")
+    if action not in ("prepare", "show", "synth") or len(words) > 1:
+        raise ConfigError(f"bad arguments 'data {' '.join(words)}' (usage: tinythinker data prepare | show | synth, "
+                          "with --data.name, --data.path, --data.seed, --skip-bad-rows; synth: --synth.*)")
+    if action == "synth":
+        return synth_main(cfg)
     d = cfg.data
-    splits = load_benchmark(d.name, d.path, seed=d.seed, skip_bad_rows=d.skip_bad_rows)
+    splits = load_dataset_cfg(d)
     print(f"{d.name} ({d.path or 'embedded sample'}), split seed {d.seed}: "
           f"{len(splits.train)} / {len(splits.valid)} / {len(splits.test)} (train / validation / test)")
     print(split_table(splits))

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import Config, SamplerConfig
-from ..data.loaders import load_benchmark
+from ..data.loaders import load_dataset_cfg
 from ..data.records import Question
 from ..errors import ConfigError, DataError
 from ..models import is_seq2seq, resolve_model
@@ -133,8 +133,7 @@ def load_split(cfg: Config, split: str) -> list[Question]:
             except (KeyError, TypeError, ValueError) as e:
                 raise DataError(f"not a question row ({type(e).__name__}: {e})", file=str(saved), line=line) from None
     else:
-        questions = load_benchmark(cfg.data.name, cfg.data.path, seed=cfg.data.seed,
-                                   skip_bad_rows=cfg.data.skip_bad_rows).get(split)
+        questions = load_dataset_cfg(cfg.data).get(split)
     limit = cfg.eval.limit if cfg.eval.limit is not None else (cfg.data.max_eval if split != "train" else None)
     return questions[:limit] if limit is not None else questions
 

@@ -1,0 +1,411 @@
+"""Learning check: on a controlled task, does a configuration learn, and does each component pull its weight?
+
+The task (tinythinker_ray/data/synth.py): a seeded world of made-up entities, categories and properties and
+multiple-choice questions over it; test questions ask about (entity, property) combinations no training
+question asks, over facts training did teach, so only knowledge the student internalized scores. The teacher
+is the rule teacher (sampling/rules.py) with a configurable error rate, standing in for GPT-4o. Everything
+else is the real pipeline, per seed and student family (tiny T5 / tiny Llama, built from scratch):
+
+    teach (teacher/distill.teach, Ray Data)              once per seed, shared by the modes
+    sft (train/sft.sft, Ray Train + DeepSpeed)           once per phase-1 mode, equal optimizer steps each
+    eval (eval/evaluate.evaluate, Ray Data actor pool)   held-out test + a sample of training questions
+    reflect (reflect/iterate.reflect), rounds 1..R       on the full mode's best model; test after each round
+
+Prints and writes benchmarks/results/learning.{json,md,png}: test accuracy mean +- std over seeds per mode
+and per reflect round, with chance level and the rule oracle's score (the chain's upper bound). Finished
+units are cached in <work>/results.jsonl, so a rerun resumes; --fresh starts over. Any text under the
+"## Interpretation" heading of an existing learning.md is kept.
+
+    .venv/bin/python benchmarks/learning.py                      # the default check (~30 min on 2 cores)
+    .venv/bin/python benchmarks/learning.py --families t5 --seeds 0 --rounds 1 --steps 200   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODES = ("summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize")
+SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", "recall_analyze_summarize": "R+A+S"}
+FAMILIES = ("t5", "llama")
+MD_KEEP = "## Interpretation"
+
+
+# ----- configuration -------------------------------------------------------------------------------------------
+
+def synth_config(args, seed: int):
+    from tinythinker_ray.config import SynthConfig
+
+    return SynthConfig(seed=seed, categories=args.categories, entities=args.entities, properties=args.properties,
+                       options=args.options, holdout=args.holdout, train=args.train, valid=args.valid,
+                       test=args.test)
+
+
+def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny-t5", mode: str = MODES[-1]):
+    """The run's Config: the synth data, the rule teacher, a from-scratch student, small CPU settings."""
+    from tinythinker_ray.config import build_config
+
+    return build_config({
+        "run_dir": str(run_dir), "seed": seed,
+        "data": {"name": "custom", "path": str(data_dir)},
+        "teacher": {"backend": "rules", "model": str(data_dir / "world.json"), "fewshot_path": str(data_dir),
+                    "shots": 2, "samples": args.teacher_samples, "augment": args.augment, "temperature": 0.8,
+                    "error_rate": args.error_rate, "retry_rounds": 1, "block_size": 128, "seed": seed},
+        "student": {"model": model, "max_length": 256, "max_new_tokens": args.max_new_tokens},
+        "sampler": {"backend": "hf", "batch_size": 64},  # explicit hf: eval would pick vLLM for the Llama
+        "train": {"num_workers": 1, "zero_stage": args.zero_stage, "bf16": False, "eval_limit": args.valid,
+                  "log_every": 50},
+        "sft": {"mode": mode, "interval": args.interval, "lr": args.lr, "batch_size": args.batch_size,
+                "max_steps": args.steps, "eval_every": max(1, args.steps // args.evals), "seed": seed},
+        "reflect": {"iterations": max(args.rounds, 1), "samples": args.reflect_samples,
+                    "analyze_samples": args.reflect_samples, "max_questions": args.reflect_questions,
+                    "cycles": args.reflect_cycles, "lr": args.reflect_lr, "batch_size": args.batch_size,
+                    "seed": seed},
+        "eval": {"batch_size": 64, "samples": 1},
+        "cluster": {"num_cpus": 4},  # logical CPUs: driver, pool actor and train worker fit on 2 cores
+    })
+
+
+# ----- the units of work -----------------------------------------------------------------------------------------
+
+class Cache:
+    """<work>/results.jsonl: one row per finished unit (family, seed, stage); a rerun skips them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = {self.key(r): r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+
+    @staticmethod
+    def key(r: dict) -> tuple:
+        return r["family"], r["seed"], r["stage"]
+
+    def get(self, family: str, seed: int, stage: str) -> dict | None:
+        return self.rows.get((family, seed, stage))
+
+    def add(self, row: dict) -> dict:
+        from tinythinker_ray.storage import append_jsonl
+
+        self.rows[self.key(row)] = row
+        append_jsonl(self.path, [row])
+        return row
+
+
+def say(msg: str) -> None:
+    print(f"[learning {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def prepare_seed(args, work: Path, seed: int, cache: Cache) -> Path:
+    """Write the seed's world and questions, and teach them once; returns the folder holding teach/."""
+    from tinythinker_ray.data import synth
+    from tinythinker_ray.teacher.distill import teach
+
+    data_dir, teach_run = work / f"seed{seed}" / "data", work / f"seed{seed}" / "teach-run"
+    if cache.get("teacher", seed, "teach"):
+        return teach_run
+    synth.write(synth_config(args, seed), data_dir)
+    t0 = time.time()
+    stats = teach(config(args, seed=seed, data_dir=data_dir, run_dir=teach_run))
+    keep = ("questions", "samples", "parsed", "consistent", "kept", "relabelled", "questions_with_rationales")
+    cache.add({"family": "teacher", "seed": seed, "stage": "teach", **{k: stats[k] for k in keep},
+               "rows": {s: c["written"] for s, c in stats["rows"].items()}, "seconds": round(time.time() - t0, 1)})
+    say(f"seed {seed}: taught {stats['questions']} questions, kept {stats['kept']} rationales, "
+        f"relabelled {stats['relabelled']} ({time.time() - t0:.0f} s)")
+    return teach_run
+
+
+def student(work: Path, family: str, seed: int) -> str:
+    """A fresh tiny student for this seed (its own random init), built offline like the built-ins, its
+    tokenizer also trained on the seed's training questions and rationales: made-up words become whole
+    tokens instead of 3-4 byte pieces, which halves sequence lengths."""
+    from tinythinker_ray.data import synth
+    from tinythinker_ray.data.loaders import load_benchmark
+    from tinythinker_ray.models import build_tiny
+
+    out = work / "models" / f"{family}-{seed}"
+    if (out / "config.json").exists():
+        return str(out)
+    data_dir = work / f"seed{seed}" / "data"
+    world = synth.load_world(data_dir)
+    text = [" ".join([q.stem, *(t for _, t in q.options), ex.knowledge, *(r for _, r in ex.reasons)])
+            for q in load_benchmark("custom", str(data_dir)).train
+            for ex in (synth.explain(world, q, style=s) for s in range(synth.STYLES))]
+    return build_tiny(family, out, seed=seed, extra_text=text)
+
+
+def mode_dir(work: Path, family: str, seed: int, mode: str, teach_run: Path) -> Path:
+    """A run_dir per (family, seed, mode) whose teach/ is the seed's shared teacher output."""
+    run_dir = work / f"seed{seed}" / family / mode
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "teach").exists():
+        (run_dir / "teach").symlink_to((teach_run / "teach").resolve(), target_is_directory=True)
+    return run_dir
+
+
+def score(cfg, model_path: str, run_dir: Path, tag: str, train_sample: int) -> dict:
+    """Test accuracy (held-out pairs) and accuracy on a sample of training questions (seen pairs)."""
+    from tinythinker_ray.eval.evaluate import evaluate, load_split
+
+    test = evaluate(cfg, model_path, load_split(cfg, "test"), "test", run_dir / "eval" / f"test-{tag}")
+    out = {"test": test["accuracy"], "test_n": test["n"]}
+    if train_sample:
+        seen = evaluate(cfg, model_path, load_split(cfg, "train")[:train_sample], "train",
+                        run_dir / "eval" / f"train-{tag}")
+        out |= {"train": seen["accuracy"], "train_n": seen["n"]}
+    return out
+
+
+def run_mode(args, work: Path, family: str, seed: int, mode: str, teach_run: Path, cache: Cache) -> dict:
+    from tinythinker_ray.train.sft import sft
+
+    if row := cache.get(family, seed, mode):
+        return row
+    run_dir = mode_dir(work, family, seed, mode, teach_run)
+    data_dir = teach_run.parent / "data"
+    cfg = config(args, seed=seed, data_dir=data_dir, run_dir=run_dir, model=student(work, family, seed), mode=mode)
+    t0 = time.time()
+    fit = sft(cfg)
+    if fit.best_dir is None:
+        raise RuntimeError(f"sft {family} seed {seed} {mode}: no best checkpoint in {run_dir}")
+    row = {"family": family, "seed": seed, "stage": mode, "best": fit.best_dir, "valid": fit.best_accuracy,
+           "steps": fit.steps, "train_seconds": round(fit.train_seconds, 1),
+           **score(cfg, fit.best_dir, run_dir, "sft", args.train_sample), "seconds": round(time.time() - t0, 1)}
+    say(f"{family} seed {seed} {mode}: test {row['test']:.3f} train {row.get('train', float('nan')):.3f} "
+        f"valid {row['valid']:.3f} ({row['seconds']:.0f} s)")
+    return cache.add(row)
+
+
+def run_reflect(args, work: Path, family: str, seed: int, teach_run: Path, cache: Cache) -> list[dict]:
+    """Reflect rounds on the full mode's run_dir, starting from its phase-1 best; test after every round."""
+    from tinythinker_ray.reflect.iterate import reflect
+
+    stages = [f"reflect-{i}" for i in range(1, args.rounds + 1)]
+    if all(cache.get(family, seed, s) for s in stages):
+        return [cache.get(family, seed, s) for s in stages]
+    full = cache.get(family, seed, MODES[-1])
+    run_dir = mode_dir(work, family, seed, MODES[-1], teach_run)
+    cfg = config(args, seed=seed, data_dir=teach_run.parent / "data", run_dir=run_dir,
+                 model=student(work, family, seed))
+    t0 = time.time()
+    records = reflect(cfg, model=full["best"])
+    rows, model, previous = [], full["best"], full
+    for i, stage in enumerate(stages):
+        if row := cache.get(family, seed, stage):
+            rows.append(row)
+            model, previous = row["best"], row
+            continue
+        rec = records[i] if i < len(records) else {"stopped": "an earlier round stopped"}
+        if rec.get("best"):
+            model = rec["best"]
+            row = {"family": family, "seed": seed, "stage": stage, "best": model, "valid": rec.get("val_accuracy"),
+                   "pairs": {"recall": rec["recall_pairs"], "analyze": rec["analyze_pairs"]},
+                   "margin": [rec.get("margin_start"), rec.get("margin_end")], "steps": rec.get("steps"),
+                   **score(cfg, model, run_dir, stage, args.train_sample)}
+        else:  # no pairs to train on: the model stays the previous one (as `tinythinker run` keeps it)
+            row = {k: previous[k] for k in ("best", "valid", "test", "train") if k in previous}
+            row |= {"family": family, "seed": seed, "stage": stage, "stopped": rec.get("stopped", "no best")}
+        row["seconds"] = round(time.time() - t0, 1)
+        t0 = time.time()
+        say(f"{family} seed {seed} {stage}: test {row['test']:.3f}" + (f" (stopped: {row['stopped']})"
+                                                                         if row.get("stopped") else ""))
+        rows.append(cache.add(row))
+        previous = row
+    return rows
+
+
+def oracle(args, work: Path, seed: int, teach_run: Path, cache: Cache) -> dict:
+    """The rule backend as the student: what a perfect chain scores through the same evaluation."""
+    from tinythinker_ray.config import with_overrides
+    from tinythinker_ray.eval.evaluate import evaluate, load_split
+
+    if row := cache.get("oracle", seed, MODES[-1]):
+        return row
+    data_dir = teach_run.parent / "data"
+    cfg = with_overrides(config(args, seed=seed, data_dir=data_dir, run_dir=teach_run),
+                         {"sampler.backend": "rules"})
+    summary = evaluate(cfg, str(data_dir / "world.json"), load_split(cfg, "test"), "test",
+                       teach_run / "eval" / "test-oracle")
+    return cache.add({"family": "oracle", "seed": seed, "stage": MODES[-1], "test": summary["accuracy"]})
+
+
+# ----- the report ------------------------------------------------------------------------------------------------
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: int) -> list[dict]:
+    """One line per (family, stage): mean and std over seeds of test and train accuracy."""
+    lines = []
+    for family in families:
+        for stage in [*MODES, *(f"reflect-{i}" for i in range(1, rounds + 1))]:
+            got = [r for r in rows if r["family"] == family and r["stage"] == stage and r["seed"] in seeds]
+            if not got:
+                continue
+            line = {"family": family, "stage": stage, "seeds": [r["seed"] for r in got],
+                    "test_per_seed": [r["test"] for r in got],
+                    "stopped": sum(bool(r.get("stopped")) for r in got)}
+            for key in ("test", "train", "valid"):
+                vals = [r[key] for r in got if r.get(key) is not None]
+                if vals:
+                    line[key], line[f"{key}_std"] = mean_std(vals)
+            lines.append(line)
+    return lines
+
+
+def label(stage: str) -> str:
+    return SHORT.get(stage, stage.replace("reflect-", "R+A+S + reflect round "))
+
+
+def markdown(lines: list[dict], meta: dict) -> str:
+    chance = 1 / meta["options"]
+    out = ["# Learning check", "",
+           f"Synthetic held-out reasoning task (`benchmarks/learning.py`), {meta['options']} options: chance "
+           f"**{chance:.1%}**; the rule oracle through the same chain evaluation: "
+           f"**{meta['oracle']:.1%}**. Students built from scratch; seeds {meta['seeds']} (each seed: its own "
+           f"world, teacher samples and student init). Test = combinations never asked in training; train = the "
+           f"first {meta['args']['train_sample']} training questions (seen combinations).", "",
+           "| student | stage | test accuracy (mean ± std) | per seed | train accuracy | valid (best) |",
+           "|---|---|---|---|---|---|"]
+    for ln in lines:
+        per_seed = ", ".join(f"{v:.3f}" for v in ln["test_per_seed"])
+        train = f"{ln['train']:.3f} ± {ln['train_std']:.3f}" if "train" in ln else "-"
+        valid = f"{ln['valid']:.3f}" if "valid" in ln else "-"
+        stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
+        out.append(f"| {ln['family']} | {label(ln['stage'])}{stopped} | **{ln['test']:.3f} ± {ln['test_std']:.3f}**"
+                   f" | {per_seed} | {train} | {valid} |")
+    t = meta["teacher"]
+    a = meta["args"]
+    out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {a['steps']} optimizer steps each, "
+                f"batch {a['batch_size']}, lr {a['lr']}, interval {a['interval']}); reflect rounds = phase 2 (RPO) "
+                f"on the R+A+S model ({a['reflect_questions']} training questions x {a['reflect_samples']} "
+                f"samples, {a['reflect_cycles']} cycles, lr {a['reflect_lr']}).",
+            f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples, keeps {a['augment']} "
+            f"per question; over all seeds it kept {t['kept']} rationales for {t['questions']} questions and "
+            f"relabelled {t['relabelled']}.",
+            f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties; "
+            f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
+            f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']}."]
+    return "\n".join(out) + "\n"
+
+
+def chart(lines: list[dict], meta: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(dict.fromkeys(ln["family"] for ln in lines))
+    stages = list(dict.fromkeys(ln["stage"] for ln in lines))
+    width = 0.8 / max(len(families), 1)
+    fig, ax = plt.subplots(figsize=(1.3 * len(stages) + 2, 4))
+    for i, family in enumerate(families):
+        got = {ln["stage"]: ln for ln in lines if ln["family"] == family}
+        xs = [j + (i - (len(families) - 1) / 2) * width for j, s in enumerate(stages) if s in got]
+        ax.bar(xs, [got[s]["test"] for s in stages if s in got], width, yerr=[got[s]["test_std"] for s in stages
+               if s in got], capsize=3, label=f"tiny {family}")
+    ax.axhline(1 / meta["options"], color="gray", linestyle="--", label="chance")
+    ax.set_xticks(range(len(stages)), [label(s).replace(" + reflect round ", "\n+ reflect ") for s in stages])
+    ax.set_ylabel(f"held-out test accuracy (mean ± std, {len(meta['seeds'])} seeds)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Learning check: synthetic held-out combinations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(rows: list[dict], args, seconds: float, out: Path) -> str:
+    families, seeds = args.families.split(","), [int(s) for s in args.seeds.split(",")]
+    lines = aggregate(rows, families, seeds, args.rounds)
+    teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
+    oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
+    meta = {"options": args.options, "seeds": seeds, "oracle": statistics.fmean(oracles) if oracles else float("nan"),
+            "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")},
+            "args": vars(args), "seconds": seconds,
+            "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning.json").write_text(json.dumps({"meta": meta, "table": lines, "runs": rows}, indent=2) + "\n")
+    md = markdown(lines, meta)
+    old = out / "learning.md"
+    if old.exists() and MD_KEEP in old.read_text():  # keep the human-written interpretation
+        md += "\n" + MD_KEEP + old.read_text().split(MD_KEEP, 1)[1]
+    old.write_text(md)
+    chart(lines, meta, out / "learning.png")
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="t5,llama")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=2, help="reflect rounds on the full mode (0: none)")
+    ap.add_argument("--work", default="runs/learning", help="run folders and the results cache")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--fresh", action="store_true", help="delete --work first")
+    # the world
+    ap.add_argument("--categories", type=int, default=4)
+    ap.add_argument("--entities", type=int, default=32)
+    ap.add_argument("--properties", type=int, default=16)
+    ap.add_argument("--options", type=int, default=4)
+    ap.add_argument("--holdout", type=float, default=0.25)
+    ap.add_argument("--train", type=int, default=300)
+    ap.add_argument("--valid", type=int, default=32)
+    ap.add_argument("--test", type=int, default=96)
+    ap.add_argument("--train-sample", type=int, default=48, help="training questions also scored (0: none)")
+    # the teacher
+    ap.add_argument("--error-rate", type=float, default=0.1)
+    ap.add_argument("--teacher-samples", type=int, default=4)
+    ap.add_argument("--augment", type=int, default=2)
+    # phase 1
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--interval", type=int, default=5)
+    ap.add_argument("--evals", type=int, default=2, help="validation chain evals per run (best is kept)")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--zero-stage", type=int, default=0)
+    # phase 2
+    ap.add_argument("--reflect-questions", type=int, default=64)
+    ap.add_argument("--reflect-samples", type=int, default=4)
+    ap.add_argument("--reflect-cycles", type=int, default=2)
+    ap.add_argument("--reflect-lr", type=float, default=5e-5)
+    args = ap.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    work = Path(args.work).resolve()
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = Cache(work / "results.jsonl")
+    families, seeds, modes = args.families.split(","), [int(s) for s in args.seeds.split(",")], args.modes.split(",")
+    if bad := [f for f in families if f not in FAMILIES] + [m for m in modes if m not in MODES]:
+        ap.error(f"unknown families/modes {bad} (allowed: {FAMILIES}, {MODES})")
+    if args.rounds and MODES[-1] not in modes:
+        ap.error("reflect rounds start from the full mode: include recall_analyze_summarize in --modes")
+
+    t0 = time.time()
+    for seed in seeds:
+        teach_run = prepare_seed(args, work, seed, cache)
+        oracle(args, work, seed, teach_run, cache)
+        for family in families:
+            for mode in modes:
+                run_mode(args, work, family, seed, mode, teach_run, cache)
+            if args.rounds:
+                run_reflect(args, work, family, seed, teach_run, cache)
+    seconds = time.time() - t0
+    print(write_report(list(cache.rows.values()), args, seconds, Path(args.out)))
+    say(f"done in {seconds / 60:.1f} min -> {args.out}/learning.{{md,json,png}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""`tinythinker reflect`: phase 2, self-reflection rounds of self-generated preference pairs and RPO.
+
+Round i = 1..reflect.iterations starts from, and uses as its frozen reference, the best checkpoint of round
+i-1 (round 1: --model / student.model when given, else run_dir/sft/best). Each round, under
+run_dir/reflect/iter_<i>/:
+  1. self-generation on the chain pool (selfgen.py)       generations.jsonl, analyze_generations.jsonl
+  2. preference pairs (pairs.py)                          recall_pairs.jsonl, analyze_pairs.jsonl
+  3. reference log-probs, one Ray Data pass (reference.py)
+  4. RPO on Ray Train + DeepSpeed (train.loop.fit): the recall / analyze blocks sized from the pair counts,
+     `cycles` times around; chain accuracy on validation + a checkpoint after every cycle; best -> best/
+  5. record.json (pairs, losses, reward margins, log-prob margins, accuracy, reference, seconds)
+A finished round is a manifest step ("reflect/iter_<i>", and its record.json): a rerun resumes at the first
+unfinished one, inside which self-generation skips the rows already written and training resumes from its
+last checkpoint.
+A round without enough pairs to train is recorded and ends the phase cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from functools import partial
+from pathlib import Path
+
+from ..config import Config, with_overrides
+from ..data.records import Question
+from ..errors import ConfigError
+from ..storage import Manifest, atomic_write_json, read_jsonl, write_jsonl
+from ..train.batches import collate_pairs
+from ..train.loop import ChainEval, FitSpec, Objective, fit
+from ..train.losses import rpo_step_loss
+from ..train.schedule import pair_plan, schedule, steps_per_epoch
+from .pairs import analyze_requests, build_analyze_pairs, build_recall_pairs, teacher_chains
+from .selfgen import generate_analyses, generate_recalls
+
+STAGES = {"recall": ("recall",), "analyze": ("analyze",), "recall_analyze": ("recall", "analyze")}
+
+
+def _split(cfg: Config, split: str, limits: list[int | None]) -> list[Question]:
+    """The run's saved split (else the benchmark's), capped by the smallest limit given."""
+    from ..eval.evaluate import load_split
+
+    questions = load_split(with_overrides(cfg, {"eval.limit": None}), split)
+    caps = [n for n in limits if n]
+    return questions[: min(caps)] if caps else questions
+
+
+def training_questions(cfg: Config) -> list[Question]:
+    """One per question the teacher covered (teach/recall_single.jsonl, when present), as the reference."""
+    questions = _split(cfg, "train", [])
+    covered = Path(cfg.run_dir) / "teach" / "recall_single.jsonl"
+    if covered.exists():
+        qids = {str(r["qid"]) for r in read_jsonl(covered)}
+        questions = [q for q in questions if q.id in qids]
+    caps = [n for n in (cfg.reflect.max_questions, cfg.data.max_train) if n]
+    return questions[: min(caps)] if caps else questions
+
+
+def teacher_index(run_dir: Path) -> dict[str, list[dict]]:
+    teach = run_dir / "teach"
+    return teacher_chains(read_jsonl(teach / "summarize.jsonl"), read_jsonl(teach / "recall.jsonl"))
+
+
+def first_model(cfg: Config, model: str | None) -> str:
+    """Round 1's policy and reference: an explicit model, else phase 1's best, else student.model."""
+    from ..models import resolve_model
+
+    if model:
+        return resolve_model(model)
+    sft_best = Path(cfg.run_dir) / "sft" / "best"
+    if "model" not in cfg.student.model_fields_set and (sft_best / "config.json").exists():
+        return str(sft_best.resolve())
+    return resolve_model(cfg.student.model)
+
+
+# ----- one round --------------------------------------------------------------------------------------------
+
+def make_pairs(cfg: Config, policy: str, it_dir: Path, round_: int) -> dict[str, list[dict]]:
+    """Self-generate with `policy` and build the round's pairs; both pair files are written."""
+    run_dir = Path(cfg.run_dir)
+    questions = training_questions(cfg)
+    if not questions:
+        raise ConfigError("reflect: no training questions (check data.* and reflect.max_questions)")
+    teacher = teacher_index(run_dir)
+    rng = random.Random(cfg.reflect.seed * 1000 + round_)  # a rerun rebuilds the same pairs from the files
+    gens = generate_recalls(cfg, policy, questions, it_dir / "generations.jsonl")
+    recall = list(build_recall_pairs(read_jsonl(gens), teacher, rng))
+    analyze: list[dict] = []
+    if "analyze" in STAGES[cfg.reflect.mode] and recall:
+        requests = analyze_requests(recall, {q.id: q for q in questions})
+        agens = generate_analyses(cfg, policy, requests, it_dir / "analyze_generations.jsonl")
+        teacher_analyses = {qid: [c["analyses"] for c in cs if c["analyses"]] for qid, cs in teacher.items()}
+        analyze = list(build_analyze_pairs(read_jsonl(agens), teacher_analyses, rng))
+    write_jsonl(it_dir / "recall_pairs.jsonl", recall)
+    write_jsonl(it_dir / "analyze_pairs.jsonl", analyze)
+    return {"recall": recall, "analyze": analyze}
+
+
+def _margins(metrics_path: Path) -> dict:
+    """First and last logged reward margin and loss of the round's training (mean over the stages logged)."""
+    rows = [r for r in read_jsonl(metrics_path) if r.get("kind") == "train"]
+
+    def mean(row, name):
+        vals = [v for k, v in row.items() if k.startswith(name + "/")]
+        return sum(vals) / len(vals) if vals else None
+
+    if not rows:
+        return {}
+    first, last = rows[0], rows[-1]
+    return {"margin_start": mean(first, "margin"), "margin_end": mean(last, "margin"),
+            "loss_start": first.get("loss"), "loss_end": last.get("loss"),
+            "reward_accuracy_end": mean(last, "reward_accuracy")}
+
+
+def run_round(cfg: Config, round_: int, policy: str) -> dict:
+    from .reference import logp_margins, stage_datasets, with_reference_logps
+
+    r, tc = cfg.reflect, cfg.train
+    t0 = time.time()
+    it_dir = Path(cfg.run_dir).resolve() / "reflect" / f"iter_{round_}"
+    valid = _split(cfg, "valid", [tc.eval_limit, cfg.data.max_eval])
+    if not valid:
+        raise ConfigError("reflect: no validation questions to pick each round's best checkpoint by")
+    print(f"[reflect {round_}] policy and reference: {policy}", flush=True)
+    pairs = make_pairs(cfg, policy, it_dir, round_)
+    record = {"round": round_, "reference": policy, "recall_pairs": len(pairs["recall"]),
+              "analyze_pairs": len(pairs["analyze"])}
+    per_step = r.batch_size * tc.num_workers
+    trainable = {s: pairs[s] for s in STAGES[r.mode] if len(pairs[s]) >= per_step}
+    if not trainable:
+        record |= {"stopped": f"too few preference pairs to train (need >= {per_step} = reflect.batch_size x "
+                              f"train.num_workers in a stage)", "seconds": round(time.time() - t0, 1)}
+        atomic_write_json(it_dir / "record.json", record)
+        return record
+
+    scored = with_reference_logps([p for rows in trainable.values() for p in rows], policy, cfg)
+    datasets, sizes = stage_datasets(scored, trainable, cfg)
+    plan, total = pair_plan({s: len(p) for s, p in trainable.items()}, r.batch_size, tc.num_workers, r.cycles)
+    steps = schedule(sizes, plan, max_steps=total)
+    print(f"[reflect {round_}] pairs: recall {record['recall_pairs']}, analyze {record['analyze_pairs']} | "
+          f"plan {plan} | {total} steps on {tc.num_workers} worker(s)", flush=True)
+    spec = FitSpec(model_path=policy, out_dir=str(it_dir), steps=steps,
+                   steps_per_epoch=steps_per_epoch(sizes, plan), batch_size=r.batch_size, lr=r.lr, train=tc,
+                   scheduler="cosine", warmup=r.warmup, eval_every=sum(n for _, n in plan), name="reflect",
+                   seed=r.seed + round_, phase=f"reflect {round_}")
+    evaluate = ChainEval(questions=[q.to_dict() for q in valid], max_new_tokens=cfg.student.max_new_tokens,
+                         batch_size=cfg.eval.batch_size)
+    objective = Objective("rpo", collate=collate_pairs,
+                          loss=partial(rpo_step_loss, beta=r.beta, alpha=r.alpha))
+    result = fit(spec, datasets, objective, evaluate)
+    record |= {"best": result.best_dir, "val_accuracy": result.best_accuracy, "steps": result.steps,
+               "history": [{k: h.get(k) for k in ("step", "val_accuracy")} for h in result.history],
+               **_margins(it_dir / "metrics.jsonl")}
+    if result.best_dir:  # the chosen-minus-rejected log-prob margin on the round's pairs, before and after
+        record["logp_margin"] = logp_margins(scored, result.best_dir, cfg)
+    record["seconds"] = round(time.time() - t0, 1)
+    atomic_write_json(it_dir / "record.json", record)
+    return record
+
+
+# ----- the rounds -------------------------------------------------------------------------------------------
+
+def reflect(cfg: Config, model: str | None = None) -> list[dict]:
+    """Run the rounds not finished yet; returns every round's record (finished earlier ones included)."""
+    from ..raylib import ensure_ray
+
+    policy = first_model(cfg, model)
+    records: list[dict] = []
+    for i in range(1, cfg.reflect.iterations + 1):
+        step = f"reflect/iter_{i}"
+        manifest = Manifest(cfg.run_dir)  # re-read: other drivers of the run (the pipeline) write it too
+        saved = Path(cfg.run_dir) / "reflect" / f"iter_{i}" / "record.json"  # written last, atomically
+        if manifest.done(step) or saved.exists():
+            record = manifest.get(step)["record"] if manifest.done(step) else json.loads(saved.read_text())
+            print(f"[reflect {i}] done already: best {record.get('best')}", flush=True)
+        else:
+            ensure_ray(cfg)
+            record = run_round(cfg, i, policy)
+        if not manifest.done(step):
+            manifest.mark(step, record=record)
+        records.append(record)
+        if record.get("stopped") or not record.get("best"):
+            print(f"[reflect {i}] stopping: {record.get('stopped', 'no best checkpoint')}; "
+                  f"the last trained model is {policy}", flush=True)
+            break
+        policy = record["best"]
+    return records
+
+
+def table(records: list[dict]) -> str:
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    lines = [f"{'round':>5}  {'recall pairs':>12}  {'analyze pairs':>13}  {'margin start -> end':>21}  "
+             f"{'val accuracy':>12}", "-" * 71]
+    for r in records:
+        margin = f"{num(r.get('margin_start'), '.3f')} -> {num(r.get('margin_end'), '.3f')}"
+        acc = num(r.get("val_accuracy"), ".4f") if not r.get("stopped") else "stopped"
+        lines.append(f"{r['round']:>5}  {r['recall_pairs']:>12}  {r['analyze_pairs']:>13}  {margin:>21}  "
+                     f"{acc:>12}")
+    return "\n".join(lines)
+
+
+def main(cfg: Config, words: list[str]) -> int:
+    if words:
+        raise ConfigError(f"reflect takes no positional arguments (got {' '.join(words)}); use --model, "
+                          "--iterations or --reflect.key value")
+    records = reflect(cfg)
+    print(table(records))
+    return 0

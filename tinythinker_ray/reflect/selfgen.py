@@ -1,0 +1,126 @@
+"""Self-generation for phase 2: the current student's own chains, on the shared chain-inference actor pool.
+
+Two passes per round, both through `map_with_sampler` (one engine per replica: vLLM for causal students, HF
+`generate` for T5, the rule eval uses):
+  recalls    every training question: `samples` chains with the recall SAMPLED (temperature, top-k off), the
+             analyses and the summary greedy; one JSON row per question -> generations.jsonl
+  analyses   every (question, chosen recall) of the recall pairs: `analyze_samples` analysis sets SAMPLED,
+             summary greedy -> analyze_generations.jsonl
+With `temperature_decay` > 0 the samples come one pass at a time, the temperature lowered by it per pass (as
+the reference allows). Rows are appended as Ray Data blocks finish; a rerun skips the rows already there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+from ..config import Config
+from ..data.records import Question
+from ..eval.chain import run_chain
+from ..sampling.base import GenParams, Sampler
+from ..sampling.pool import map_with_sampler
+from ..storage import append_jsonl, read_jsonl
+
+SUMMARY_TOKENS = 16  # "So the answer is option X." and a margin
+
+
+def _passes(samples: int, temperature: float, decay: float) -> list[tuple[int, float]]:
+    """(n, temperature) per pass: one pass of n samples, or one sample per pass at a falling temperature."""
+    if decay <= 0:
+        return [(samples, temperature)]
+    return [(1, max(temperature - k * decay, 0.0)) for k in range(samples)]
+
+
+def _chains(sampler: Sampler, questions: list[Question], passes, max_tokens: int, stage: str,
+            recalls: list[str] | None = None) -> list[list[dict]]:
+    """Per question, the chains of every pass; `stage` is the one sampled (the other stages are greedy)."""
+    out: list[list[dict]] = [[] for _ in questions]
+    greedy = GenParams(max_tokens=max_tokens)
+    for n, temperature in passes:
+        sampled = GenParams(n=n, temperature=temperature, max_tokens=max_tokens)
+        results = run_chain(sampler, questions, recall=sampled if stage == "recall" else greedy,
+                            analyze=sampled if stage == "analyze" else greedy,
+                            summarize=GenParams(max_tokens=SUMMARY_TOKENS), fixed_recalls=recalls)
+        for i, rs in enumerate(results):
+            out[i] += [{"recall": r.recall, "analyses": [list(a) for a in r.analyses or []],
+                        "summary": r.summary, "prediction": r.prediction} for r in rs]
+    return out
+
+
+def recall_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int) -> list[dict]:
+    """Ray Data task: rows {"key", "question" (JSON)} -> rows {"key", "row" (a generations.jsonl line)}."""
+    questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
+    chains = _chains(sampler, questions, passes, max_tokens, "recall")
+    return [{"key": r["key"], "row": json.dumps({"qid": q.id, "question": q.to_dict(), "chains": cs})}
+            for r, q, cs in zip(rows, questions, chains, strict=True)]
+
+
+def analyze_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int) -> list[dict]:
+    """Ray Data task: rows {"key", "question", "recall", "backup" (JSON)} -> analyze_generations lines."""
+    questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
+    recalls = [r["recall"] for r in rows]
+    chains = _chains(sampler, questions, passes, max_tokens, "analyze", recalls=recalls)
+    keep = ("analyses", "summary", "prediction")
+    return [{"key": r["key"], "row": json.dumps({"qid": q.id, "question": q.to_dict(), "recall": rec,
+                                                 "backup": json.loads(r["backup"]),
+                                                 "chains": [{k: c[k] for k in keep} for c in cs]})}
+            for r, q, rec, cs in zip(rows, questions, recalls, chains, strict=True)]
+
+
+def _key(row: dict) -> str:
+    """The unit of resume: a question (recall pass) or a question and recall (analyze pass)."""
+    return json.dumps([row["qid"], row.get("recall")])
+
+
+def _trim_torn_tail(path: Path) -> None:
+    """Cut a last line a killed writer left without its newline, so appending goes on after a whole row."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _generate(cfg: Config, model: str, requests: list[dict], out: Path, task, desc: str) -> Path:
+    """Run `task` over the requests not yet in `out` on the sampler pool, appending rows as blocks finish."""
+    import ray
+    from tqdm import tqdm
+
+    from ..eval.evaluate import pick_backend
+
+    _trim_torn_tail(out)
+    done = {_key(r) for r in read_jsonl(out)}
+    todo = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in r.items()} | {"key": _key(r)}
+            for r in requests if _key(r) not in done]
+    if not todo:
+        return out
+    sampler_cfg = cfg.sampler.model_copy(update={"backend": pick_backend(cfg.sampler, model), "model": model})
+    ds = map_with_sampler(ray.data.from_items(todo), sampler_cfg, task, model=model)
+    with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=desc, unit="row") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            rows = [json.loads(s) for s in batch["row"]]
+            append_jsonl(out, rows)
+            bar.update(len(rows))
+    return out
+
+
+def generate_recalls(cfg: Config, model: str, questions: list[Question], out: Path) -> Path:
+    r = cfg.reflect
+    task = functools.partial(recall_task, passes=_passes(r.samples, r.temperature, r.temperature_decay),
+                             max_tokens=cfg.student.max_new_tokens)
+    requests = [{"qid": q.id, "question": q.to_dict()} for q in questions]
+    return _generate(cfg, model, requests, out, task, "self-generation: recalls")
+
+
+def generate_analyses(cfg: Config, model: str, requests: list[dict], out: Path) -> Path:
+    """`requests` from pairs.analyze_requests: {"qid", "question", "recall", "backup"}."""
+    r = cfg.reflect
+    passes = _passes(r.analyze_samples, r.temperature, r.temperature_decay)
+    task = functools.partial(analyze_task, passes=passes, max_tokens=cfg.student.max_new_tokens)
+    return _generate(cfg, model, requests, out, task, "self-generation: analyses")
