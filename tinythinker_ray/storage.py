@@ -97,6 +97,9 @@ class Manifest:
         return self.data["steps"].get(step)
 
     def mark(self, step: str, **outputs) -> None:
+        # Re-read first: several drivers in one run (pipeline, sft, reflect) each hold a Manifest.
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
         self.data["steps"][step] = outputs
         atomic_write_json(self.path, self.data)
 
