@@ -59,7 +59,7 @@ def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny
                     "shots": 2, "samples": args.teacher_samples, "augment": args.augment, "temperature": 0.8,
                     "error_rate": args.error_rate, "retry_rounds": 1, "block_size": 128, "seed": seed},
         "student": {"model": model, "max_length": 256, "max_new_tokens": args.max_new_tokens},
-        "sampler": {"backend": "hf", "batch_size": 64},  # explicit hf: eval would pick vLLM for the Llama
+        "sampler": {"backend": "hf", "batch_size": 64},  # not auto (vLLM for the Llama): one engine for both
         "train": {"num_workers": 1, "zero_stage": args.zero_stage, "bf16": False, "eval_limit": args.valid,
                   "log_every": 50},
         "sft": {"mode": mode, "interval": args.interval, "lr": args.lr, "batch_size": args.batch_size,
@@ -80,7 +80,9 @@ class Cache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows = {self.key(r): r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+        from tinythinker_ray.storage import read_jsonl
+
+        self.rows = {self.key(r): r for r in read_jsonl(path)}
 
     @staticmethod
     def key(r: dict) -> tuple:
@@ -139,12 +141,53 @@ def student(work: Path, family: str, seed: int) -> str:
     return build_tiny(family, out, seed=seed, extra_text=text)
 
 
+def mode_rows(rows: list[dict], stage: str, mode: str) -> list[dict]:
+    """Teacher stage rows (inputs hold every earlier stage) as phase-1 `mode` trains them: the stages the mode
+    drops are cut out of the inputs, so training inputs match what its chain sees at inference (the
+    reference's "Prepare Ablation" notebook does the same); rows that become equal are deduplicated.
+    train/sft.py trains the teach/ files as they are, so the ablation runs get rewritten copies."""
+    from tinythinker_ray.data import format as fmt
+    from tinythinker_ray.data.records import Question
+    from tinythinker_ray.eval.chain import stages_of
+
+    use_recall, use_analyze = stages_of(mode)
+    out, seen = [], set()
+    for r in rows:
+        p = fmt.parse_stage_input(r["input"])
+        q = Question("", p["stem"], tuple(p["options"]), p["options"][0][0])
+        recall = p["recall"] if use_recall else None
+        if stage == "analyze":
+            text = fmt.analyze_input(q, p["option"], recall)
+        elif stage == "summarize":
+            text = fmt.summarize_input(q, recall, p["analyses"] if use_analyze else None)
+        else:
+            text = r["input"]
+        if (text, r["target"]) not in seen:
+            seen.add((text, r["target"]))
+            out.append({**r, "input": text})
+    return out
+
+
 def mode_dir(work: Path, family: str, seed: int, mode: str, teach_run: Path) -> Path:
-    """A run_dir per (family, seed, mode) whose teach/ is the seed's shared teacher output."""
+    """A run_dir per (family, seed, mode) whose teach/ is the seed's teacher output, its stage files rewritten
+    for the mode (the full mode links the teacher's folder as it is)."""
+    from tinythinker_ray.storage import read_jsonl, write_jsonl
+    from tinythinker_ray.train.schedule import MODES as STAGES_OF_MODE
+
     run_dir = work / f"seed{seed}" / family / mode
+    teach, shared = run_dir / "teach", (teach_run / "teach").resolve()
+    if teach.exists():
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "teach").exists():
-        (run_dir / "teach").symlink_to((teach_run / "teach").resolve(), target_is_directory=True)
+    if mode == MODES[-1]:
+        teach.symlink_to(shared, target_is_directory=True)
+        return run_dir
+    tmp = run_dir / "teach.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "questions").symlink_to(shared / "questions", target_is_directory=True)
+    for stage in STAGES_OF_MODE[mode]:
+        write_jsonl(tmp / f"{stage}.jsonl", mode_rows(list(read_jsonl(shared / f"{stage}.jsonl")), stage, mode))
+    os.replace(tmp, teach)
     return run_dir
 
 

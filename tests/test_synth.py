@@ -121,3 +121,14 @@ def test_foreign_questions_and_worlds_are_data_errors(tmp_path):
     (tmp_path / "world.json").write_text("{}")
     with pytest.raises(DataError, match="not a synth world"):
         synth.load_world(tmp_path / "world.json")
+
+
+def test_reasons_against_an_option_say_so_in_words():
+    world, qs = synth.build(SynthConfig())
+    negation = {"not", "no", "cannot", "only"}
+    for q in qs["train"][:80]:
+        for style in range(synth.STYLES):
+            ex = synth.explain(world, q, style=style)
+            for label, reason in ex.reasons:
+                said = negation & set(reason.rstrip(".").replace(",", "").split())
+                assert bool(said) == (label != ex.answer), (style, reason)

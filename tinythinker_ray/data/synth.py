@@ -50,6 +50,7 @@ _WHICH_RE, _TRAIT_RE = re.compile(r"Which of these (.+)\?"), re.compile(r"What i
 
 # Wordings: a rationale picks one style index and uses it for its Key Information and every option, so the
 # samples of one question differ in wording (the teacher's diversity filter has something to choose from).
+# Every reason against an option says so in words (not, no, cannot, only): the summary can be read off them.
 # Fields: e entity, c/cs its category (plural), o/os the category owning the property, p_* the property.
 # World words are never capitalized: a student's tokenizer then has one token per made-up word.
 WHICH_KEY = ("All {os} {p_pl}.", "Only {os} {p_pl}.", "Of all kinds of things, only the {o} {p_sg}.",
@@ -63,7 +64,7 @@ TRAIT_KEY = ("A {e} is a kind of {c}.", "The {e} belongs to the {cs}.", "Every {
 TRAIT_YES = ("{os} {p_pl}, so a {e} {p_sg}.", "a {e} is a {c}, and {cs} {p_pl}.",
              "since {os} {p_pl}, a {e} {p_sg} too.", "every {o} {p_sg}, and a {e} is a {o}.")
 TRAIT_NO = ("only {os} {p_pl}, so a {e} {p_neg_sg}.", "a {e} is a {c}, and {cs} {p_neg_pl}.",
-            "since only {os} {p_pl}, a {e} {p_neg_sg}.", "only a {o} {p_sg}, and a {e} is a {c}.")
+            "since only {os} {p_pl}, a {e} {p_neg_sg}.", "only a {o} {p_sg}, and a {e} is a {c}, not a {o}.")
 STYLES = len(WHICH_KEY)
 
 _ONSETS = "b d f g k l m n p r t v z br dr gl pl sk sn tr".split()

@@ -1,0 +1,112 @@
+"""`tinythinker run`: the whole method as one resumable pipeline, killed midway and rerun.
+
+Fast enough for CI because the teacher is the rules teacher over the synthetic world (real replies in the
+teacher format, no LLM) and the student a tiny T5; everything else is the real path: Ray Data pools,
+Ray Train + DeepSpeed for both phases, chain evaluation, the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinythinker_ray.config import SynthConfig
+from tinythinker_ray.data import synth
+from tinythinker_ray.errors import TinyThinkerError
+from tinythinker_ray.storage import RunLock, RunMirror, atomic_write_text, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path, tiny_t5: str) -> Path:
+    data = tmp_path / "synth"
+    synth.write(SynthConfig(train=24, valid=8, test=8, entities=12, properties=8, fewshot=4), data)
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"name": "custom", "path": str(data), "max_train": 12, "max_eval": 4},
+        "teacher": {"backend": "rules", "model": str(data / "world.json"), "fewshot_path": str(data),
+                    "shots": 2, "samples": 2, "augment": 2, "block_size": 4, "retry_rounds": 0},
+        "student": {"model": tiny_t5, "max_new_tokens": 24},
+        "sampler": {"backend": "hf", "batch_size": 8},
+        "train": {"num_workers": 1, "zero_stage": 0, "eval_limit": 4, "log_every": 10},
+        "sft": {"interval": 2, "lr": 3e-3, "batch_size": 4, "max_steps": 40, "eval_every": 20},
+        "reflect": {"iterations": 1, "samples": 2, "analyze_samples": 2, "max_questions": 6, "cycles": 1,
+                    "batch_size": 2, "lr": 1e-4},
+        "cluster": {"num_cpus": 4},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _manifest(run: Path) -> dict:
+    p = run / "manifest.json"
+    return json.loads(p.read_text())["steps"] if p.exists() else {}
+
+
+@pytest.mark.slow
+def test_run_killed_midway_resumes_without_redoing_finished_steps(tiny_t5, tmp_path):
+    config = _config(tmp_path, tiny_t5)
+    run = tmp_path / "run"
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "tinythinker_ray.cli", "run", "--config", str(config)]
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 600
+    while "run/sft" not in _manifest(run) and first.poll() is None and time.time() < deadline:
+        time.sleep(1)
+    assert "run/sft" in _manifest(run), (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started, mid-pipeline
+    first.wait()
+    done_before = _manifest(run)
+    replies_before = (run / "teach" / "replies.jsonl").read_text()
+    sft_metrics_before = (run / "sft" / "metrics.jsonl").read_text()
+
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "teach: done already" in second.stdout and "sft: done already" in second.stdout
+    steps = _manifest(run)
+    for step in ("run/teach", "run/sft"):
+        assert steps[step] == done_before[step]  # recorded once, not redone
+    assert (run / "teach" / "replies.jsonl").read_text() == replies_before  # no teacher request twice
+    assert (run / "sft" / "metrics.jsonl").read_text() == sft_metrics_before  # no phase-1 step twice
+    for step in ("run/eval/valid-sft", "run/eval/test-sft", "run/reflect", "run/eval/test-final"):
+        assert step in steps
+    final = json.loads((run / "eval" / "test-final" / "summary.json").read_text())
+    assert final["n"] == 4 and 0.0 <= final["accuracy"] <= 1.0
+    assert len(list(read_jsonl(run / "eval" / "test-final" / "results.jsonl"))) == 4
+    report = (run / "report.md").read_text()
+    assert "## Teacher" in report and "## Reflection rounds" in report and "accuracy.png" in report
+    assert (run / "accuracy.png").stat().st_size > 1000
+
+
+def test_a_second_run_on_the_same_directory_refuses(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(TinyThinkerError, match="in use"):
+            with RunLock(tmp_path):
+                pass
+    with RunLock(tmp_path):  # released on exit (and by the kernel if the holder dies)
+        pass
+
+
+def test_remote_run_dir_round_trips_through_the_mirror(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
+    uri = f"file://{tmp_path / 'bucket' / 'run'}"
+    mirror = RunMirror(uri)
+    assert mirror.remote and mirror.local != Path(tmp_path / "bucket" / "run")
+    local = mirror.pull()
+    atomic_write_text(local / "teach" / "stats.json", "{}")
+    mirror.push()
+    assert (tmp_path / "bucket" / "run" / "teach" / "stats.json").exists()
+    again = RunMirror(uri)
+    again.local = tmp_path / "fresh"  # another machine: nothing local yet
+    assert (again.pull() / "teach" / "stats.json").read_text() == "{}"
+    assert not RunMirror(str(tmp_path / "plain")).remote
