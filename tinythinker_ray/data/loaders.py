@@ -270,3 +270,16 @@ def embedded_corpus() -> list[str]:
         for r in load_fewshot(name):
             texts.append(r["Key Information"] + " " + " ".join(r["Explanations"]))
     return texts
+
+
+def read_questions(path: str | Path) -> list[Question]:
+    """A saved split (`Question.to_dict` rows, as `teach` writes them); a bad row names its file and line."""
+    from ..storage import read_jsonl
+
+    questions = []
+    for line, row in enumerate(read_jsonl(path), 1):
+        try:
+            questions.append(Question.from_dict(row))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"not a question row ({type(e).__name__}: {e})", file=str(path), line=line) from None
+    return questions

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import Config, SamplerConfig
-from ..data.loaders import load_dataset_cfg
+from ..data.loaders import load_dataset_cfg, read_questions
 from ..data.records import Question
 from ..errors import ConfigError, DataError
 from ..models import is_seq2seq, resolve_model
@@ -125,15 +125,7 @@ def evaluate(cfg: Config, model_path: str, questions: list[Question], split_name
 def load_split(cfg: Config, split: str) -> list[Question]:
     """The teacher's saved split if this run has one, else the benchmark's; capped by eval.limit."""
     saved = Path(cfg.run_dir) / "teach" / "questions" / f"{split}.jsonl"
-    if saved.exists():
-        questions = []
-        for line, row in enumerate(read_jsonl(saved), 1):
-            try:
-                questions.append(Question.from_dict(row))
-            except (KeyError, TypeError, ValueError) as e:
-                raise DataError(f"not a question row ({type(e).__name__}: {e})", file=str(saved), line=line) from None
-    else:
-        questions = load_dataset_cfg(cfg.data).get(split)
+    questions = read_questions(saved) if saved.exists() else load_dataset_cfg(cfg.data).get(split)
     limit = cfg.eval.limit if cfg.eval.limit is not None else (cfg.data.max_eval if split != "train" else None)
     return questions[:limit] if limit is not None else questions
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..data.format import parse_stage_input
-from ..data.records import Question
+from ..data.loaders import read_questions
 from ..errors import ConfigError, DataError
 from ..storage import Manifest, read_jsonl
 from .batches import collate_sft, prepare_stage
@@ -50,16 +50,6 @@ def num_options(rows: list[dict], path: Path) -> int:
     return most
 
 
-def read_questions(path: Path, limit: int | None) -> list[Question]:
-    questions = []
-    for i, row in enumerate(read_jsonl(path), 1):
-        try:
-            questions.append(Question.from_dict(row))
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"not a question row: {e!r}", file=str(path), line=i) from None
-    return questions[:limit] if limit else questions
-
-
 def sft(cfg: Config, model: str | None = None) -> FitResult:
     """Train `model` (default `student.model`) on the run's stage datasets; returns the fit result."""
     import ray.data
@@ -73,7 +63,7 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
     rows = {s: read_stage(teach / f"{s}.jsonl") for s in stages}
     options = num_options(rows[stages[-1]], teach / f"{stages[-1]}.jsonl")
     limits = [n for n in (cfg.train.eval_limit, cfg.data.max_eval) if n]
-    valid = read_questions(teach / "questions" / "valid.jsonl", min(limits) if limits else None)
+    valid = read_questions(teach / "questions" / "valid.jsonl")[: min(limits) if limits else None]
 
     ensure_ray(cfg)
     model_path = resolve_model(model or cfg.student.model)
