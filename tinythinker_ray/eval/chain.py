@@ -14,6 +14,9 @@ from ..data import format as fmt
 from ..data.records import Question
 from ..sampling.base import GenParams, Sampler
 
+STAGE_DEFAULT = GenParams(max_tokens=96)  # greedy; GenParams is frozen, so sharing the default is safe
+SUMMARY_DEFAULT = GenParams(max_tokens=16)
+
 
 @dataclass
 class ChainResult:
@@ -46,8 +49,8 @@ def stages_of(mode: str) -> tuple[bool, bool]:
 
 
 def run_chain(sampler: Sampler, questions: list[Question], mode: str = "recall_analyze_summarize", *,
-              recall: GenParams = GenParams(max_tokens=96), analyze: GenParams = GenParams(max_tokens=96),
-              summarize: GenParams = GenParams(max_tokens=16), fixed_recalls: list[str] | None = None
+              recall: GenParams = STAGE_DEFAULT, analyze: GenParams = STAGE_DEFAULT,
+              summarize: GenParams = SUMMARY_DEFAULT, fixed_recalls: list[str] | None = None
               ) -> list[list[ChainResult]]:
     """For each question, `recall.n * analyze.n` chains (one per recall sample x analysis sample).
 
@@ -78,7 +81,7 @@ def run_chain(sampler: Sampler, questions: list[Question], mode: str = "recall_a
     prompts = [fmt.summarize_input(questions[qi], r, a) for qi, r, a in chains]
     summaries = sampler.generate(prompts, summarize)
     results: list[list[ChainResult]] = [[] for _ in questions]
-    for (qi, r, a), cs in zip(chains, summaries):
+    for (qi, r, a), cs in zip(chains, summaries, strict=True):
         text = cs[0].text
         q = questions[qi]
         results[qi].append(ChainResult(q.id, r, a, text, fmt.extract_answer(text), q.answer))

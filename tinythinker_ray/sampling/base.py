@@ -8,9 +8,9 @@ outputs); engines that cannot constrain ignore them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
-Prompt = Union[str, list[dict]]
+Prompt = str | list[dict]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ across the three chain stages). `make_sampler` is the one place that knows the e
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import SamplerConfig
 from .base import Sampler
