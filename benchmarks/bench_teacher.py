@@ -23,7 +23,7 @@ from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.models import resolve_model
 from tinythinker_ray.sampling.base import GenParams
 from tinythinker_ray.teacher import prompt
-from tinythinker_ray.teacher.distill import sample_block
+from tinythinker_ray.teacher.asking import sample_block
 
 
 def hf_in_process(model: str, questions, system: str, args) -> tuple[int, float]:

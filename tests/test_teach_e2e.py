@@ -24,7 +24,8 @@ from tinythinker_ray.data.loaders import embedded_dir, load_benchmark, load_fews
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.storage import read_jsonl
 from tinythinker_ray.teacher import prompt
-from tinythinker_ray.teacher.distill import TeacherError, teach
+from tinythinker_ray.teacher.asking import TeacherError
+from tinythinker_ray.teacher.distill import teach
 from tinythinker_ray.teacher.stages import STAGES
 
 pytestmark = pytest.mark.slow

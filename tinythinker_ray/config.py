@@ -98,7 +98,12 @@ class SamplerConfig(_Section):
 
 class TeacherConfig(SamplerConfig):
     backend: Backend = "vllm"
-    fewshot_path: str | None = None  # None = the dataset's fewshot_rationales.json
+    fewshot_path: str | None = None  # your own few-shot rationales (a fewshot_rationales.json file or folder)
+    # where the few-shots come from: file (fewshot_path or beside the data) | embedded (the paper's set, or the
+    # one a preset borrows) | bootstrap (written by the teacher, teacher/fewshot.py) | auto: file, else the
+    # dataset's own embedded set, else bootstrap
+    fewshot_source: Literal["auto", "file", "embedded", "bootstrap"] = "auto"
+    bootstrap_questions: int = Field(16, ge=1)  # bootstrap: training questions the teacher writes examples on
     shots: int = Field(8, ge=0)  # the paper: 8 (CSQA, StrategyQA), 7 (OBQA)
     samples: int = Field(8, ge=1)  # teacher samples per question
     temperature: float = Field(0.8, ge=0)
@@ -241,7 +246,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-    return key.strip().lstrip("-"), yaml.safe_load(raw) if raw != "" else ""
+    try:
+        return key.strip().lstrip("-"), yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config key '{key.strip()}': {raw!r} is not a value ({e.problem})") from None
 
 
 def _format_error(err: ValidationError) -> str:

@@ -26,138 +26,22 @@ JSON), with the completions stored for it (the lines are written with `sampling.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 from ..config import Config, TeacherConfig, dump_config, with_overrides
 from ..data.format import question_block
-from ..data.loaders import load_dataset_cfg, load_fewshot
+from ..data.loaders import load_dataset_cfg
 from ..data.records import Question
-from ..errors import ConfigError, DataError, TinyThinkerError
-from ..sampling.base import GenParams, Sampler
-from ..sampling.replay import recording
-from ..storage import (
-    Manifest,
-    RunLock,
-    RunMirror,
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
-    write_jsonl,
-)
-from . import filters, prompt
+from ..errors import ConfigError, DataError
+from ..storage import Manifest, RunLock, RunMirror, atomic_write_json, atomic_write_text, write_jsonl
+from . import fewshot, filters, prompt
+from .asking import Replies, sample_round
 from .stages import Taught, write_stages
-
-SEED_STRIDE = 10_000  # per-round seed offset: vLLM seeds the n samples of a request seed..seed+n-1
-
-
-class TeacherError(TinyThinkerError):
-    """Sampling stopped (an endpoint that kept failing, a crashed engine); what was done is on disk."""
-
-
-# ----- the task each sampler replica runs ------------------------------------------------------------
-
-def sample_block(sampler: Sampler, rows: list[dict], *, system: str, round: int, temperature: float,
-                 seed: int, line_chars: int | None) -> list[dict]:
-    """Ray Data rows {qid, question (JSON), n, max_tokens} -> {qid, reply (JSON of one replies.jsonl line)}.
-
-    Questions asking for the same (n, max_tokens) go to the engine in one `generate` call; `line_chars` set
-    means constrained decoding (one regex per question)."""
-    questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
-    by_ask: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        by_ask[(int(r["n"]), int(r["max_tokens"]))].append(i)
-    out: list[dict] = [{}] * len(rows)
-    for (n, max_tokens), idx in by_ask.items():
-        chats = [prompt.messages(questions[i], system) for i in idx]
-        regexes = [prompt.constraint_regex(questions[i], line_chars) for i in idx] if line_chars else None
-        params = GenParams(n=n, temperature=temperature, max_tokens=max_tokens,
-                           seed=seed + SEED_STRIDE * round)
-        for j, (i, completions) in enumerate(zip(idx, sampler.generate(chats, params, regexes), strict=True)):
-            line = recording(chats[j], completions, qid=questions[i].id, round=round,
-                             regex=regexes[j] if regexes else None, n=n, max_tokens=max_tokens)
-            out[i] = {"qid": questions[i].id, "reply": json.dumps(line, ensure_ascii=False)}
-    return out
-
-
-# ----- replies.jsonl: append per block, read back per question ------------------------------------------
-
-class Replies:
-    """teach/replies.jsonl with an index qid -> [(round, byte offset)]: a question's replies are read back by
-    seeking, so nothing but the index is held in memory."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.index: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        if path.exists():
-            self._cut_torn_tail()
-            self._scan(0)
-
-    def _cut_torn_tail(self) -> None:
-        """A run killed mid-append leaves a last line without its newline: drop it, or the next append would
-        glue a good line onto it."""
-        with open(self.path, "rb+") as f:
-            data_end = f.seek(0, os.SEEK_END)
-            if data_end == 0:
-                return
-            f.seek(data_end - 1)
-            if f.read(1) == b"\n":
-                return
-            pos = data_end
-            while pos > 0:
-                step = min(1 << 16, pos)
-                f.seek(pos - step)
-                chunk = f.read(step)
-                nl = chunk.rfind(b"\n")
-                if nl >= 0:
-                    f.truncate(pos - step + nl + 1)
-                    return
-                pos -= step
-            f.truncate(0)
-
-    def _scan(self, start: int) -> None:
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            offset, lineno = start, 0
-            for raw in iter(f.readline, b""):
-                lineno += 1
-                try:
-                    row = json.loads(raw)
-                    self.index[str(row["qid"])].append((int(row["round"]), offset))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise DataError("not a replies line (qid, round, completions)", file=str(self.path),
-                                    line=lineno if start == 0 else None) from None
-                offset += len(raw)
-
-    def has(self, qid: str, round: int) -> bool:
-        return any(r == round for r, _ in self.index.get(qid, ()))
-
-    def append(self, lines: list[dict]) -> None:
-        start = self.path.stat().st_size if self.path.exists() else 0
-        append_jsonl(self.path, lines)
-        self._scan(start)
-
-    def first(self) -> dict | None:
-        if not self.index:
-            return None
-        with open(self.path, "rb") as f:
-            return json.loads(f.readline())
-
-    def lines(self, qid: str) -> list[dict]:
-        """Every stored line of one question, in round order."""
-        out = []
-        with open(self.path, "rb") as f:
-            for _, offset in sorted(self.index.get(qid, ())):
-                f.seek(offset)
-                out.append(json.loads(f.readline()))
-        return out
-
 
 # ----- the driver ------------------------------------------------------------------------------------------
 
@@ -199,64 +83,6 @@ def _train_questions(cfg: Config, out: Path) -> list[Question]:
     for name, qs in (("train", train), ("valid", splits.valid), ("test", splits.test)):
         write_jsonl(out / "questions" / f"{name}.jsonl", [q.to_dict() for q in qs])
     return train
-
-
-def _fewshot(cfg: Config) -> list[dict]:
-    """teacher.fewshot_path, else the fewshot_rationales.json beside the data, else the embedded copy."""
-    path, d = cfg.teacher.fewshot_path, cfg.data
-    if path is None and d.path and (Path(d.path) / "fewshot_rationales.json").exists():
-        path = d.path
-    if path is None and d.name == "custom":
-        raise ConfigError("teacher.fewshot_path: custom data needs few-shot rationales (this key, or a "
-                          "fewshot_rationales.json beside the data)")
-    return load_fewshot(d.name, path, adapter=d.adapter)
-
-
-def _root_cause(err: BaseException) -> str:
-    """The replica's own error line ("EndpointError: ... still failing ...") out of Ray's wrapping, which
-    keeps the original only as traceback text ahead of "The above exception was the direct cause..."."""
-    first = str(err).split("The above exception was the direct cause")[0]
-    lines = [ln.strip() for ln in first.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(err).__name__
-
-
-def _sample_round(cfg: Config, model: str | None, system: str, questions: dict[str, Question],
-                  asks: dict[str, filters.Ask], round: int, replies: Replies) -> None:
-    """Ask the teacher for one round's questions; append each finished block to replies.jsonl as it comes."""
-    import ray.data
-    from tqdm import tqdm
-
-    from ..raylib import ensure_ray
-    from ..sampling.pool import map_with_sampler
-
-    ensure_ray(cfg)
-    t = cfg.teacher
-    rows = [{"qid": qid, "question": json.dumps(questions[qid].to_dict()), "n": a.n,
-             "max_tokens": a.max_tokens} for qid, a in asks.items()]
-    constrained = t.constrained and t.backend == "vllm"
-    task = partial(sample_block, system=system, round=round, temperature=t.temperature, seed=t.seed,
-                   line_chars=t.line_chars if constrained else None)
-    ctx = ray.data.DataContext.get_current()
-    bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # our own bar counts questions
-    done = samples = 0
-    t0 = time.time()
-    bar = tqdm(total=len(rows), desc=f"teach round {round}", unit="q", dynamic_ncols=True)
-    try:
-        result = map_with_sampler(ray.data.from_items(rows), t, task, model=model, batch_size=t.block_size)
-        for batch in result.iter_batches(batch_size=None, batch_format="numpy"):
-            lines = [json.loads(s) for s in batch["reply"]]
-            replies.append(lines)
-            done += len(lines)
-            samples += sum(len(ln["completions"]) for ln in lines)
-            bar.update(len(lines))
-            bar.set_postfix(samples_per_s=f"{samples / max(time.time() - t0, 1e-9):.1f}")
-    except Exception as e:  # Ray wraps whatever the replicas raised (EndpointError, engine crashes, ...)
-        raise TeacherError(f"teacher sampling failed in round {round}: {_root_cause(e)}; {done} of "
-                           f"{len(rows)} questions of this round are saved in {replies.path}: rerun the same "
-                           "command to resume") from e
-    finally:
-        bar.close()
-        ctx.enable_progress_bars = bars
 
 
 def _judge(q: Question, lines: list[dict], t: TeacherConfig, seed: int):
@@ -327,8 +153,10 @@ def teach(cfg: Config) -> dict:
     t = cfg.teacher
     out = Path(cfg.run_dir) / "teach"
     model = _check_backend(t)
-    system = prompt.system_message(_fewshot(cfg), t.shots, seed=cfg.seed)
     train = _train_questions(cfg, out)
+    shots = fewshot.choose(cfg, model, train, out)
+    print(f"teach: few-shot examples: {shots.describe()}")
+    system = prompt.system_message(shots.examples, t.shots, seed=cfg.seed)
     questions = {q.id: q for q in train}
     replies = Replies(out / "replies.jsonl")
     first = replies.first()
@@ -343,14 +171,15 @@ def teach(cfg: Config) -> dict:
             print(f"teach round {rnd}: {len(asks) - len(todo)} of {len(asks)} questions already answered "
                   f"in {replies.path.name}")
         if todo:
-            _sample_round(cfg, model, system, questions, todo, rnd, replies)
+            sample_round(cfg, model, system, questions, todo, rnd, replies)
         if rnd == t.retry_rounds:
             break
         asks = _plan_next(cfg, questions, asks, rnd, replies)
         if not asks:
             break
     stats = _build(cfg, train, replies, out)
-    stats.update(backend=t.backend, seconds=round(time.time() - t0, 1))
+    stats.update(backend=t.backend, seconds=round(time.time() - t0, 1),
+                 fewshot={"source": shots.source, "examples": len(shots.examples), "origin": shots.origin})
     atomic_write_json(out / "stats.json", stats)
     return stats
 
@@ -359,6 +188,8 @@ def format_stats(stats: dict) -> str:
     """stats.json as an aligned two-column table."""
     rows = [(k, stats[k]) for k in ("questions", "samples", "parsed", "consistent", "inconsistent", "kept",
                                     "relabelled", "retries", "questions_with_rationales", "questions_full")]
+    if "fewshot" in stats:  # stats.json of runs before few-shot sources were recorded lack it
+        rows.append(("few-shot", f"{stats['fewshot']['examples']} examples, {stats['fewshot']['source']}"))
     rows += [(f"dropped: {reason}", n) for reason, n in stats["dropped"].items()]
     rows += [(f"round {r['round']}", f"{r['questions']} questions, {r['samples']} samples, "
                                      f"{r['parsed']} parsed") for r in stats["rounds"]]
