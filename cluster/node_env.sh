@@ -6,6 +6,8 @@
 # Secrets that do not exist are skipped; only the teacher preset that uses the OpenAI API needs one.
 #   OPENAI_API_KEY  <- aws: tinythinker/openai-api-key   gcp: tinythinker-openai-api-key
 #   HF_TOKEN        <- aws: tinythinker/hf-token         gcp: tinythinker-hf-token      (gated hub models)
+#   WANDB_API_KEY   <- aws: tinythinker/wandb-api-key    gcp: tinythinker-wandb-api-key (train.tracking)
+#   MLFLOW_TRACKING_TOKEN <- aws: tinythinker/mlflow-tracking-token  gcp: tinythinker-mlflow-tracking-token
 #   RAY_AUTH_TOKEN  <- aws: tinythinker/ray-auth-token   gcp: tinythinker-ray-auth-token
 #                      (if present, Ray >= 2.60 token auth is turned on: RAY_AUTH_MODE=token on all nodes)
 
@@ -34,7 +36,8 @@ PY
 
 _tt_cloud="${1:?usage: source node_env.sh aws|gcp}"
 _tt_sep=$([ "$_tt_cloud" = aws ] && echo / || echo -)
-for _tt_pair in OPENAI_API_KEY:openai-api-key HF_TOKEN:hf-token RAY_AUTH_TOKEN:ray-auth-token; do
+for _tt_pair in OPENAI_API_KEY:openai-api-key HF_TOKEN:hf-token RAY_AUTH_TOKEN:ray-auth-token \
+               WANDB_API_KEY:wandb-api-key MLFLOW_TRACKING_TOKEN:mlflow-tracking-token; do
   if _tt_value=$(_tt_secret "$_tt_cloud" "tinythinker${_tt_sep}${_tt_pair#*:}" 2>/dev/null) && [ -n "$_tt_value" ]; then
     export "${_tt_pair%%:*}=$_tt_value"
   fi

@@ -1,7 +1,8 @@
 """`tinythinker sft`: stage files in, a trained student out. Data errors (no Ray) and one real run from the CLI.
 
 The real run trains a tiny T5 on 2 Ray Train workers under DeepSpeed ZeRO-2 on an overfit set (8 CSQA
-questions with templated rationales) until the full recall -> analyze -> summarize chain answers all 8.
+questions with templated rationales) until the full recall -> analyze -> summarize chain answers all 8, and
+logs to MLflow (a local file store) and W&B (offline) through Ray's integrations on the way.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def test_options_are_read_from_the_stage_inputs(csqa_questions, tmp_path):
         sft_mod.main(build_config({"run_dir": str(tmp_path)}), ["extra"])
 
 
+def test_wandb_online_without_a_key_is_refused_on_the_driver(monkeypatch):
+    from tinythinker_ray.config import TrackingConfig
+    from tinythinker_ray.train import tracking
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="WANDB_API_KEY"):
+        tracking.check(TrackingConfig(wandb_project="p"))
+    tracking.check(TrackingConfig(wandb_project="p", wandb_mode="offline"))  # offline needs no key
+    tracking.check(TrackingConfig(mlflow_uri="http://mlflow:5000"))
+
+
 @pytest.mark.slow
 def test_cli_sft_trains_t5_on_two_workers_until_the_chain_is_right(ray_local, tiny_t5, csqa_questions, tmp_path,
                                                                     capsys):
@@ -57,7 +69,9 @@ def test_cli_sft_trains_t5_on_two_workers_until_the_chain_is_right(ray_local, ti
     code = main(["sft", "--model", tiny_t5, f"--run_dir={tmp_path}", "--train.num_workers", "2",
                  "--train.zero_stage", "2", "--train.log_every", "50", "--sft.batch_size", "4", "--sft.interval", "1",
                  "--sft.lr", "3e-3", "--sft.scheduler", "cosine", "--sft.warmup", "0.05", "--sft.max_steps", "300",
-                 "--sft.eval_every", "100", "--student.max_new_tokens", "24"])
+                 "--sft.eval_every", "100", "--student.max_new_tokens", "24",
+                 "--train.tracking.mlflow_uri", f"file://{tmp_path / 'mlruns'}", "--train.tracking.experiment", "t",
+                 "--train.tracking.wandb_project", "tt", "--train.tracking.wandb_mode", "offline"])
     assert code == 0
     out = capsys.readouterr().out
     assert "val_accuracy" in out and "best: 1.0" in out  # the table of eval points
@@ -74,3 +88,25 @@ def test_cli_sft_trains_t5_on_two_workers_until_the_chain_is_right(ray_local, ti
     results = run_chain(sampler, questions, recall=GenParams(max_tokens=24), analyze=GenParams(max_tokens=24))
     assert accuracy(results)["accuracy"] == 1.0
     assert json.loads((tmp_path / "sft" / "best" / "config.json").read_text())["is_encoder_decoder"]
+    _assert_tracked(tmp_path, train, evals)
+
+
+def _assert_tracked(tmp_path, train: list[dict], evals: list[dict]) -> None:
+    """One MLflow run (rank 0 only, not one per worker) holding the settings and the same numbers as
+    metrics.jsonl; one offline W&B run file."""
+    import os
+
+    import mlflow
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    client = mlflow.MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.run_name == f"{tmp_path.name}/sft" and run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2" and run.data.params["lr"] == "0.003"
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in losses] == [(r["step"], r["loss"]) for r in train]
+    assert len(client.get_metric_history(run.info.run_id, "loss.recall")) == len(train)
+    val = client.get_metric_history(run.info.run_id, "val.val_accuracy")
+    assert [(m.step, m.value) for m in val] == [(r["step"], r["val_accuracy"]) for r in evals]
+    (wandb_run,) = (tmp_path / "sft" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"val/val_accuracy" in wandb_run.read_bytes()

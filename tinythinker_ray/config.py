@@ -123,6 +123,16 @@ class StudentConfig(_Section):
     max_new_tokens: int = Field(96, ge=1)
 
 
+class TrackingConfig(_Section):
+    """MLflow / W&B through Ray's integrations (train/tracking.py); TensorBoard is always on. Keys and tokens
+    come from the environment only (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN)."""
+
+    mlflow_uri: str | None = None  # e.g. http://mlflow:5000 or databricks; None = off
+    wandb_project: str | None = None  # None = off
+    wandb_mode: Literal["online", "offline"] = "online"  # offline: runs stay under <phase dir>/wandb for `wandb sync`
+    experiment: str = "tinythinker"  # MLflow experiment / W&B group
+
+
 class TrainConfig(_Section):
     """Ray Train + DeepSpeed settings shared by both phases."""
 
@@ -141,6 +151,7 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1)
     eval_limit: int | None = Field(200, ge=1)  # validation questions run through the chain at each eval point
     bucket_by_length: bool = True  # batches of similar length (less padding); off = plain shuffled order
+    tracking: TrackingConfig = TrackingConfig()
 
 
 class SFTConfig(_Section):

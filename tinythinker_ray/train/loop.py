@@ -42,6 +42,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..storage import append_jsonl, read_jsonl
+from . import tracking
 from .batches import epoch_stream
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder
@@ -108,6 +109,7 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
     if missing:
         raise ConfigError(f"schedule uses stages without a dataset: {missing}")
     tc = spec.train
+    tracking.check(tc.tracking)
     t0 = time.time()
     out = Path(spec.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +231,7 @@ def _worker(config: dict) -> None:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=DS_TAG)
         start, best, train_seconds = client["step"], client["best"], client.get("train_seconds", 0.0)
-    log = _Log(Path(spec.out_dir), spec.phase, enabled=rank == 0)
+    log = _Log(Path(spec.out_dir), spec.phase, enabled=rank == 0, spec=spec, world=world, objective=objective.name)
     total = len(spec.steps)
     log.event({"kind": "start", "step": start, "total_steps": total, "resumed": checkpoint is not None,
                "world_size": world, "objective": objective.name})
@@ -380,18 +382,30 @@ def _say(line: str) -> None:
 class _Log:
     """Rank 0's console lines, metrics.jsonl rows (appended as they happen) and TensorBoard scalars."""
 
-    def __init__(self, out_dir: Path, phase: str, enabled: bool):
+    def __init__(self, out_dir: Path, phase: str, enabled: bool, spec: FitSpec | None = None, world: int = 1,
+                 objective: str = ""):
         self.enabled, self.phase = enabled, phase
         self.path = out_dir / "metrics.jsonl"
-        self.tb = None
+        self.tb = self.trackers = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(out_dir / "tb"))
+            if spec is not None:
+                t = spec.train
+                params = {"phase": phase, "objective": objective, "model": spec.model_path, "steps": len(spec.steps),
+                          "lr": spec.lr, "batch_size": spec.batch_size, "scheduler": spec.scheduler,
+                          "warmup": spec.warmup, "seed": spec.seed, "world_size": world, "zero_stage": t.zero_stage,
+                          "grad_accum": t.grad_accum, "bf16": t.bf16, "out_dir": str(out_dir)}
+                run = out_dir.parent.parent if out_dir.parent.name == "reflect" else out_dir.parent
+                self.trackers = tracking.Trackers(t.tracking, name=f"{run.name}/{phase}", params=params, out_dir=out_dir)
 
     def event(self, row: dict) -> None:
         if self.enabled:
             append_jsonl(self.path, [{**row, "time": time.time()}])
+            if self.trackers is not None and "step" in row:
+                self.trackers.log({(f"val/{k}" if row.get("kind") == "eval" else k): v for k, v in row.items()},
+                                  row["step"])
 
     def train(self, row: dict) -> None:
         if not self.enabled:
@@ -414,6 +428,8 @@ class _Log:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.trackers is not None:
+            self.trackers.close()
 
 
 # ----- evaluation --------------------------------------------------------------------------------------------------
