@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from results_file import save
+
 from tinythinker_ray.data.records import Question
 from tinythinker_ray.teacher import filters, prompt
 from tinythinker_ray.teacher.stages import write_stages
@@ -99,7 +101,8 @@ def main() -> None:
               f"{r['rows_per_s']:>7} rows/s  "
               f"{r['rows_per_cpu_s']:>7} rows/cpu-s  peak RSS {r['peak_rss_mib']} MiB", flush=True)
     # CPU time, not wall: on a shared machine the wall clock measures the neighbours as much as this code.
-    print(f"ratio {results[-1]['rows_per_cpu_s'] / results[0]['rows_per_cpu_s']:.3f}")
+    ratio = results[-1]['rows_per_cpu_s'] / results[0]['rows_per_cpu_s']
+    save("data_build", {"sizes": results}, ratio)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from results_file import save
+
 from tinythinker_ray.data.records import Question
 from tinythinker_ray.reflect.pairs import build_analyze_pairs, build_recall_pairs
 
@@ -100,7 +102,8 @@ def main() -> None:
               f"({r['rows_per_cpu_s']} per CPU s)  peak RSS {r['peak_rss_mib']} MiB",
               flush=True)
     # CPU-time throughput: wall time on a shared machine measures the neighbours as much as this code
-    print(f"ratio {results[-1]['rows_per_cpu_s'] / results[0]['rows_per_cpu_s']:.3f}")
+    ratio = results[-1]['rows_per_cpu_s'] / results[0]['rows_per_cpu_s']
+    save("pairs", {"sizes": results}, ratio)
 
 
 if __name__ == "__main__":

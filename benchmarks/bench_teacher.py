@@ -18,6 +18,8 @@ import json
 import time
 from functools import partial
 
+from results_file import save
+
 from tinythinker_ray.config import TeacherConfig
 from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.models import resolve_model
@@ -85,7 +87,9 @@ def main() -> None:
         results[name] = n / seconds
         print(f"{name:<18} {n:>5} samples  {seconds:7.1f} s  {n / seconds:8.2f} samples/s", flush=True)
     ray.shutdown()
-    print(f"ratio={results['pool vllm'] / results['hf in one process']:.2f}")
+    ratio = results["pool vllm"] / results["hf in one process"]
+    save("teacher", {"model": args.model, "questions": len(questions), "samples": args.samples,
+                     "max_tokens": args.max_tokens, "samples_per_s": results}, ratio)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 Stage rows are templated from the embedded CSQA sample (as the tests' overfit set), tokenized once, and
 scheduled with the phase-1 interval plan. Three runs of the same steps:
   plain    one process, torch AdamW, the same collate / loss / lr schedule / clipping, 1 thread per process;
-  ours x1  fit() with 1 Ray Train worker (1 CPU) and DeepSpeed at --zero;
+  ours x1  fit() with 1 Ray Train worker (1 CPU) and DeepSpeed at --zero (one rank runs ZeRO-0: deepspeed_config);
   ours x2  fit() with 2 workers (each step then trains 2 x batch rows).
-Steps/s count only the training steps (batch fetch + forward + backward + optimizer); start-up (Ray Train
-workers, imports, model load, deepspeed.initialize, checkpoint, teardown) is reported apart. The last line is
+Steps/s count only the training steps (batch fetch or wait + forward + backward + optimizer); start-up (Ray Train
+workers, imports, model load, deepspeed.initialize, Ray Data's first fetch, checkpoint, teardown) is reported
+apart. The last line is
 `ratio=<ours x1 steps/s / plain steps/s>`; the JSON goes to benchmarks/results/train.json.
 
     .venv/bin/python benchmarks/bench_train.py [--model tiny-t5] [--steps 200] [--batch 8] [--zero 2]
@@ -15,27 +16,24 @@ workers, imports, model load, deepspeed.initialize, checkpoint, teardown) is rep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from results_file import save  # noqa: E402
 
 from tinythinker_ray.config import TrainConfig  # noqa: E402
 from tinythinker_ray.data import format as fmt  # noqa: E402
 from tinythinker_ray.data.loaders import load_benchmark  # noqa: E402
 from tinythinker_ray.models import load_student, resolve_model  # noqa: E402
 from tinythinker_ray.train.batches import collate_sft, encode_example, prepare_stage, tokenizer_for  # noqa: E402
-from tinythinker_ray.train.loop import FitSpec, fit, lr_scheduler_factory  # noqa: E402
+from tinythinker_ray.train.loop import FitSpec, deepspeed_config, fit, lr_scheduler_factory  # noqa: E402
 from tinythinker_ray.train.schedule import schedule, stage_plan, steps_per_epoch  # noqa: E402
 from tinythinker_ray.train.sft import SFT  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "train.json"
 
 
 def stage_rows(n_questions: int, rationales: int = 8) -> dict[str, list[dict]]:
@@ -101,11 +99,13 @@ def ours(model_path: str, rows: dict, args, workers: int) -> dict:
         t0 = time.time()
         result = fit(spec, datasets, SFT)
         wall = time.time() - t0
-    return {"workers": workers, "zero_stage": args.zero, "steps": result.steps, "train_seconds": result.train_seconds,
+    zero = deepspeed_config(train, batch_size=args.batch, lr=5e-4, world_size=workers)["zero_optimization"]["stage"]
+    return {"workers": workers, "zero_stage": zero, "steps": result.steps, "train_seconds": result.train_seconds,
             "data_seconds": result.data_seconds,
-            "steps_per_s": result.steps / result.train_seconds,
-            "samples_per_s": result.steps * args.batch * workers / result.train_seconds,
-            "wall_seconds": wall, "startup_seconds": wall - result.train_seconds}
+            # waiting for a batch is part of a step, as the plain loop's slicing and collate are
+            "steps_per_s": result.steps / (result.train_seconds + result.data_seconds),
+            "samples_per_s": result.steps * args.batch * workers / (result.train_seconds + result.data_seconds),
+            "wall_seconds": wall, "startup_seconds": wall - result.train_seconds - result.data_seconds}
 
 
 def main() -> None:
@@ -135,17 +135,14 @@ def main() -> None:
     plain = plain_loop(model_path, rows, steps, args.batch, spec)
     two = ours(model_path, rows, args, 2)
     ray.shutdown()
-    report = {"model": args.model, "batch_per_worker": args.batch, "steps": args.steps, "cpus": os.cpu_count(),
-              "plain": plain, "ours_1_worker": one, "ours_2_workers": two,
-              "ratio": one["steps_per_s"] / plain["steps_per_s"]}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report = {"model": args.model, "batch_per_worker": args.batch, "steps": args.steps,
+              "plain": plain, "ours_1_worker": one, "ours_2_workers": two}
     for name in ("plain", "ours_1_worker", "ours_2_workers"):
         r = report[name]
         wait = f"  data wait {r['data_seconds']:5.1f} s" if "data_seconds" in r else ""
         print(f"{name:>15}: {r['steps_per_s']:6.2f} steps/s  {r['samples_per_s']:7.1f} samples/s  "
               f"start-up {r['startup_seconds']:5.1f} s{wait}")
-    print(f"ratio={report['ratio']:.3f}")
+    save("train", report, one["steps_per_s"] / plain["steps_per_s"])
 
 
 if __name__ == "__main__":

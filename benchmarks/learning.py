@@ -12,11 +12,18 @@ else is the real pipeline, per seed and student family (tiny T5 / tiny Llama, bu
     reflect (reflect/iterate.reflect), rounds 1..R       on the full mode's best model; test after each round
 
 Prints and writes benchmarks/results/learning.{json,md,png}: test accuracy mean +- std over seeds per mode
-and per reflect round, with chance level and the rule oracle's score (the chain's upper bound). Finished
-units are cached in <work>/results.jsonl, so a rerun resumes; --fresh starts over. Any text under the
-"## Interpretation" heading of an existing learning.md is kept.
+and per reflect round, with chance level and the rule oracle's score (the chain's upper bound), and every
+unit's seconds. The seeds' shared inputs (world, teacher, oracle, students) are made first; then each family
+runs in its own process with its own local Ray (--jobs at a time), appending finished units to
+<work>/results.jsonl, so a rerun resumes; --fresh starts over. Any text under the "## Interpretation" heading
+of an existing learning.md is kept.
 
-    .venv/bin/python benchmarks/learning.py                      # the default check (~30 min on 2 cores)
+Where the time goes on a 2-core CPU: a phase-1 unit trains 100-700 optimizer steps in 10-60 s, but each
+sft() also pays Ray Data tokenization, the Ray Train controller and worker group, DeepSpeed init and the
+checkpoint, and each evaluation a sampler pool start-up: 60-110 s per unit of start-up, so the grid's wall
+time is mostly start-ups (see "seconds" vs "train_seconds" per unit in learning.json).
+
+    .venv/bin/python benchmarks/learning.py                      # the default check (2 families x 3 seeds)
     .venv/bin/python benchmarks/learning.py --families t5 --seeds 0 --rounds 1 --steps 200   # a quick look
 """
 
@@ -28,6 +35,8 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +57,8 @@ def synth_config(args, seed: int):
                        test=args.test)
 
 
-def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny-t5", mode: str = MODES[-1]):
+def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny-llama", mode: str = MODES[-1],
+           eval_every: int | None = None):
     """The run's Config: the synth data, the rule teacher, a from-scratch student, small CPU settings."""
     from tinythinker_ray.config import build_config
 
@@ -56,14 +66,15 @@ def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny
         "run_dir": str(run_dir), "seed": seed,
         "data": {"name": "custom", "path": str(data_dir)},
         "teacher": {"backend": "rules", "model": str(data_dir / "world.json"), "fewshot_path": str(data_dir),
-                    "shots": 2, "samples": args.teacher_samples, "augment": args.augment, "temperature": 0.8,
-                    "error_rate": args.error_rate, "retry_rounds": 1, "block_size": 128, "seed": seed},
+                    "shots": 2, "samples": args.teacher_samples, "augment": args.augment,
+                    "temperature": args.teacher_temperature, "error_rate": args.error_rate, "retry_rounds": 1,
+                    "block_size": 256, "seed": seed},
         "student": {"model": model, "max_length": 256, "max_new_tokens": args.max_new_tokens},
         "sampler": {"backend": "hf", "batch_size": 64},  # not auto (vLLM for the Llama): one engine for both
         "train": {"num_workers": 1, "zero_stage": args.zero_stage, "bf16": False, "eval_limit": args.valid,
-                  "log_every": 50},
+                  "log_every": 100},
         "sft": {"mode": mode, "interval": args.interval, "lr": args.lr, "batch_size": args.batch_size,
-                "max_steps": args.steps, "eval_every": max(1, args.steps // args.evals), "seed": seed},
+                "epochs": args.epochs, "max_steps": args.steps, "eval_every": eval_every, "seed": seed},
         "reflect": {"iterations": max(args.rounds, 1), "samples": args.reflect_samples,
                     "analyze_samples": args.reflect_samples, "max_questions": args.reflect_questions,
                     "cycles": args.reflect_cycles, "lr": args.reflect_lr, "batch_size": args.batch_size,
@@ -71,6 +82,20 @@ def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny
         "eval": {"batch_size": 64, "samples": 1},
         "cluster": {"num_cpus": 4},  # logical CPUs: driver, pool actor and train worker fit on 2 cores
     })
+
+
+def planned_steps(args, run_dir: Path, mode: str) -> int:
+    """The steps sft will take for this mode (the same schedule it builds), to place the validation evals."""
+    import math
+
+    from tinythinker_ray.train.schedule import MODES as STAGES_OF_MODE
+    from tinythinker_ray.train.schedule import one_epoch, stage_plan
+
+    if args.steps:
+        return args.steps
+    sizes = {s: sum(1 for _ in open(run_dir / "teach" / f"{s}.jsonl")) // args.batch_size
+             for s in STAGES_OF_MODE[mode]}
+    return math.ceil(args.epochs * len(one_epoch(sizes, stage_plan(mode, args.interval, args.options))))
 
 
 # ----- the units of work -----------------------------------------------------------------------------------------
@@ -184,6 +209,7 @@ def mode_dir(work: Path, family: str, seed: int, mode: str, teach_run: Path) -> 
         return run_dir
     tmp = run_dir / "teach.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     (tmp / "questions").symlink_to(shared / "questions", target_is_directory=True)
     for stage in STAGES_OF_MODE[mode]:
         write_jsonl(tmp / f"{stage}.jsonl", mode_rows(list(read_jsonl(shared / f"{stage}.jsonl")), stage, mode))
@@ -192,15 +218,18 @@ def mode_dir(work: Path, family: str, seed: int, mode: str, teach_run: Path) -> 
 
 
 def score(cfg, model_path: str, run_dir: Path, tag: str, train_sample: int) -> dict:
-    """Test accuracy (held-out pairs) and accuracy on a sample of training questions (seen pairs)."""
+    """Test accuracy (held-out pairs) and accuracy on a sample of training questions (seen pairs), from one
+    evaluation pass over both (one sampler pool start-up instead of two)."""
     from tinythinker_ray.eval.evaluate import evaluate, load_split
+    from tinythinker_ray.storage import read_jsonl
 
-    test = evaluate(cfg, model_path, load_split(cfg, "test"), "test", run_dir / "eval" / f"test-{tag}")
-    out = {"test": test["accuracy"], "test_n": test["n"]}
-    if train_sample:
-        seen = evaluate(cfg, model_path, load_split(cfg, "train")[:train_sample], "train",
-                        run_dir / "eval" / f"train-{tag}")
-        out |= {"train": seen["accuracy"], "train_n": seen["n"]}
+    test, seen = load_split(cfg, "test"), load_split(cfg, "train")[:train_sample]
+    out_dir = run_dir / "eval" / tag
+    evaluate(cfg, model_path, test + seen, "test+train", out_dir)
+    correct = {r["id"]: r["correct"] for r in read_jsonl(out_dir / "results.jsonl")}
+    out = {"test": statistics.fmean(correct[q.id] for q in test), "test_n": len(test)}
+    if seen:
+        out |= {"train": statistics.fmean(correct[q.id] for q in seen), "train_n": len(seen)}
     return out
 
 
@@ -211,7 +240,9 @@ def run_mode(args, work: Path, family: str, seed: int, mode: str, teach_run: Pat
         return row
     run_dir = mode_dir(work, family, seed, mode, teach_run)
     data_dir = teach_run.parent / "data"
-    cfg = config(args, seed=seed, data_dir=data_dir, run_dir=run_dir, model=student(work, family, seed), mode=mode)
+    every = -(-planned_steps(args, run_dir, mode) // args.evals)
+    cfg = config(args, seed=seed, data_dir=data_dir, run_dir=run_dir, model=student(work, family, seed), mode=mode,
+                 eval_every=every)
     t0 = time.time()
     fit = sft(cfg)
     if fit.best_dir is None:
@@ -292,7 +323,7 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
             if not got:
                 continue
             line = {"family": family, "stage": stage, "seeds": [r["seed"] for r in got],
-                    "test_per_seed": [r["test"] for r in got],
+                    "test_per_seed": [r["test"] for r in got], "steps": max(r.get("steps") or 0 for r in got),
                     "stopped": sum(bool(r.get("stopped")) for r in got)}
             for key in ("test", "train", "valid"):
                 vals = [r[key] for r in got if r.get(key) is not None]
@@ -311,30 +342,34 @@ def markdown(lines: list[dict], meta: dict) -> str:
     out = ["# Learning check", "",
            f"Synthetic held-out reasoning task (`benchmarks/learning.py`), {meta['options']} options: chance "
            f"**{chance:.1%}**; the rule oracle through the same chain evaluation: "
-           f"**{meta['oracle']:.1%}**. Students built from scratch; seeds {meta['seeds']} (each seed: its own "
+           f"**{meta['oracle']:.1%}**; always answering a seed's most frequent test letter: "
+           f"**{meta['majority']:.1%}** (mean over seeds). Students built from scratch; seeds {meta['seeds']} (each seed: its own "
            f"world, teacher samples and student init). Test = combinations never asked in training; train = the "
            f"first {meta['args']['train_sample']} training questions (seen combinations).", "",
-           "| student | stage | test accuracy (mean ± std) | per seed | train accuracy | valid (best) |",
-           "|---|---|---|---|---|---|"]
+           "| student | stage | steps | test accuracy (mean ± std) | per seed | train accuracy | valid (best) |",
+           "|---|---|---|---|---|---|---|"]
     for ln in lines:
         per_seed = ", ".join(f"{v:.3f}" for v in ln["test_per_seed"])
         train = f"{ln['train']:.3f} ± {ln['train_std']:.3f}" if "train" in ln else "-"
         valid = f"{ln['valid']:.3f}" if "valid" in ln else "-"
         stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
-        out.append(f"| {ln['family']} | {label(ln['stage'])}{stopped} | **{ln['test']:.3f} ± {ln['test_std']:.3f}**"
-                   f" | {per_seed} | {train} | {valid} |")
+        out.append(f"| {ln['family']} | {label(ln['stage'])}{stopped} | {ln['steps']} | "
+                   f"**{ln['test']:.3f} ± {ln['test_std']:.3f}** | {per_seed} | {train} | {valid} |")
     t = meta["teacher"]
     a = meta["args"]
-    out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {a['steps']} optimizer steps each, "
+    budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
+    out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, "
                 f"batch {a['batch_size']}, lr {a['lr']}, interval {a['interval']}); reflect rounds = phase 2 (RPO) "
                 f"on the R+A+S model ({a['reflect_questions']} training questions x {a['reflect_samples']} "
                 f"samples, {a['reflect_cycles']} cycles, lr {a['reflect_lr']}).",
-            f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples, keeps {a['augment']} "
+            f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples at temperature "
+            f"{a['teacher_temperature']:g}, keeps {a['augment']} "
             f"per question; over all seeds it kept {t['kept']} rationales for {t['questions']} questions and "
             f"relabelled {t['relabelled']}.",
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties; "
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
-            f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']}."]
+            f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from "
+            f"an earlier invocation's cache; all units together took {meta['unit_seconds'] / 60:.1f} min)."]
     return "\n".join(out) + "\n"
 
 
@@ -354,6 +389,7 @@ def chart(lines: list[dict], meta: dict, path: Path) -> None:
         ax.bar(xs, [got[s]["test"] for s in stages if s in got], width, yerr=[got[s]["test_std"] for s in stages
                if s in got], capsize=3, label=f"tiny {family}")
     ax.axhline(1 / meta["options"], color="gray", linestyle="--", label="chance")
+    ax.axhline(meta["majority"], color="gray", linestyle=":", label="most frequent letter")
     ax.set_xticks(range(len(stages)), [label(s).replace(" + reflect round ", "\n+ reflect ") for s in stages])
     ax.set_ylabel(f"held-out test accuracy (mean ± std, {len(meta['seeds'])} seeds)")
     ax.set_ylim(0, 1)
@@ -364,14 +400,28 @@ def chart(lines: list[dict], meta: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(rows: list[dict], args, seconds: float, out: Path) -> str:
+def majority_share(work: Path, seed: int) -> float:
+    """What always answering the same letter scores on the seed's test split (at best): the real floor, since
+    a student that learned nothing but the answer format tends to do exactly that."""
+    from collections import Counter
+
+    from tinythinker_ray.data.loaders import read_questions
+
+    labels = [q.answer for q in read_questions(work / f"seed{seed}" / "teach-run" / "teach" / "questions" / "test.jsonl")]
+    return max(Counter(labels).values()) / len(labels)
+
+
+def write_report(rows: list[dict], args, seconds: float, cached: int, work: Path, out: Path) -> str:
     families, seeds = args.families.split(","), [int(s) for s in args.seeds.split(",")]
     lines = aggregate(rows, families, seeds, args.rounds)
     teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
     oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
     meta = {"options": args.options, "seeds": seeds, "oracle": statistics.fmean(oracles) if oracles else float("nan"),
+            "majority": statistics.fmean(majority_share(work, s) for s in seeds),
             "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")},
-            "args": vars(args), "seconds": seconds,
+            "args": vars(args), "seconds": seconds, "cached": cached,
+            "unit_seconds": sum(r.get("seconds", 0) for r in rows
+                                if r["seed"] in seeds and r["family"] in (*families, "teacher")),
             "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"}
     out.mkdir(parents=True, exist_ok=True)
     (out / "learning.json").write_text(json.dumps({"meta": meta, "table": lines, "runs": rows}, indent=2) + "\n")
@@ -386,40 +436,45 @@ def write_report(rows: list[dict], args, seconds: float, out: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--families", default="t5,llama")
+    ap.add_argument("--families", default="llama,t5")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--rounds", type=int, default=2, help="reflect rounds on the full mode (0: none)")
     ap.add_argument("--work", default="runs/learning", help="run folders and the results cache")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--fresh", action="store_true", help="delete --work first")
+    ap.add_argument("--report", action="store_true", help="only write the report from the units cached so far")
+    ap.add_argument("--jobs", type=int, default=2, help="families trained side by side, one process each")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a family's process (run_children)
     # the world
     ap.add_argument("--categories", type=int, default=4)
-    ap.add_argument("--entities", type=int, default=32)
-    ap.add_argument("--properties", type=int, default=16)
-    ap.add_argument("--options", type=int, default=4)
-    ap.add_argument("--holdout", type=float, default=0.25)
-    ap.add_argument("--train", type=int, default=300)
-    ap.add_argument("--valid", type=int, default=32)
-    ap.add_argument("--test", type=int, default=96)
-    ap.add_argument("--train-sample", type=int, default=48, help="training questions also scored (0: none)")
+    ap.add_argument("--entities", type=int, default=24)
+    ap.add_argument("--properties", type=int, default=12)
+    ap.add_argument("--options", type=int, default=3)
+    ap.add_argument("--holdout", type=float, default=0.33)
+    ap.add_argument("--train", type=int, default=600)
+    ap.add_argument("--valid", type=int, default=30)
+    ap.add_argument("--test", type=int, default=90)
+    ap.add_argument("--train-sample", type=int, default=30, help="training questions also scored (0: none)")
     # the teacher
     ap.add_argument("--error-rate", type=float, default=0.1)
     ap.add_argument("--teacher-samples", type=int, default=4)
-    ap.add_argument("--augment", type=int, default=2)
+    ap.add_argument("--teacher-temperature", type=float, default=0.0, help="0: one wording (see the doc)")
+    ap.add_argument("--augment", type=int, default=1)
     # phase 1
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--epochs", type=float, default=6, help="every mode trains this many epochs of its data")
+    ap.add_argument("--steps", type=int, default=None, help="instead: this many steps for every mode")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--interval", type=int, default=5)
-    ap.add_argument("--evals", type=int, default=2, help="validation chain evals per run (best is kept)")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--evals", type=int, default=1, help="validation chain evals per run (best is kept)")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--zero-stage", type=int, default=0)
     # phase 2
     ap.add_argument("--reflect-questions", type=int, default=64)
     ap.add_argument("--reflect-samples", type=int, default=4)
     ap.add_argument("--reflect-cycles", type=int, default=2)
-    ap.add_argument("--reflect-lr", type=float, default=5e-5)
+    ap.add_argument("--reflect-lr", type=float, default=1e-4)
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -430,6 +485,7 @@ def main() -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     cache = Cache(work / "results.jsonl")
+    cached = len(cache.rows)
     families, seeds, modes = args.families.split(","), [int(s) for s in args.seeds.split(",")], args.modes.split(",")
     if bad := [f for f in families if f not in FAMILIES] + [m for m in modes if m not in MODES]:
         ap.error(f"unknown families/modes {bad} (allowed: {FAMILIES}, {MODES})")
@@ -437,17 +493,58 @@ def main() -> None:
         ap.error("reflect rounds start from the full mode: include recall_analyze_summarize in --modes")
 
     t0 = time.time()
-    for seed in seeds:
+    for seed in [] if args.report else seeds:  # the shared inputs first: each family's runs then only read them
         teach_run = prepare_seed(args, work, seed, cache)
         oracle(args, work, seed, teach_run, cache)
         for family in families:
-            for mode in modes:
-                run_mode(args, work, family, seed, mode, teach_run, cache)
-            if args.rounds:
-                run_reflect(args, work, family, seed, teach_run, cache)
+            student(work, family, seed)
+    if args.report:
+        pass
+    elif args.child or len(families) == 1 or args.jobs == 1:
+        for family in families:
+            run_family(args, work, family, seeds, modes, cache)
+    else:
+        run_children(families, args.jobs)
+    if args.child:
+        return
     seconds = time.time() - t0
-    print(write_report(list(cache.rows.values()), args, seconds, Path(args.out)))
+    cache = Cache(work / "results.jsonl")  # the children's rows too
+    print(write_report(list(cache.rows.values()), args, seconds, cached, work, Path(args.out)))
     say(f"done in {seconds / 60:.1f} min -> {args.out}/learning.{{md,json,png}}")
+
+
+def run_family(args, work: Path, family: str, seeds: list[int], modes: list[str], cache: Cache) -> None:
+    for seed in seeds:
+        teach_run = work / f"seed{seed}" / "teach-run"
+        for mode in modes:
+            run_mode(args, work, family, seed, mode, teach_run, cache)
+        if args.rounds:
+            run_reflect(args, work, family, seed, teach_run, cache)
+
+
+def run_children(families: list[str], jobs: int) -> None:
+    """Each family in its own process (its own local Ray), `jobs` at a time: a Ray Train worker trains on one
+    thread and much of a run is start-up and waiting, so two runs side by side use the 2 cores of a small
+    machine better than one after the other. Finished units go to the shared results cache as they end."""
+    import ray
+
+    ray.shutdown()  # the parent's Ray (teacher, oracle) is not needed while the children run
+    argv = [a for a in sys.argv[1:] if a != "--fresh"]
+    queue, running, failed = list(families), [], []
+    while queue or running:
+        while queue and len(running) < jobs:
+            family = queue.pop(0)
+            say(f"starting the {family} runs in a child process")
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--families", family, "--child"]
+            running.append((family, subprocess.Popen(cmd)))
+        time.sleep(2)
+        for family, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((family, proc))
+                if proc.returncode:
+                    failed.append(f"{family} (exit {proc.returncode})")
+    if failed:
+        raise SystemExit(f"learning check: the runs of {', '.join(failed)} failed; rerun to resume them")
 
 
 if __name__ == "__main__":

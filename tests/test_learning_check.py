@@ -1,0 +1,74 @@
+"""benchmarks/learning.py: the ablation rows each phase-1 mode trains on (pure), and one tiny end-to-end run of
+the script as a user starts it (slow: real teach, Ray Train + DeepSpeed sft, chain eval, report files)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinythinker_ray.data import format as fmt
+from tinythinker_ray.data.records import Question
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+
+
+def _learning():
+    spec = importlib.util.spec_from_file_location("learning_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+Q = Question("q1", "Which of these can glim?", (("A", "vell"), ("B", "tarn")), "A")
+RECALL = "Only zorbs can glim."
+ANALYSES = [("A", "a vell is a kind of zorb, so it can glim."), ("B", "a tarn is a kind of plek, so it cannot glim.")]
+
+
+def _teacher_rows() -> dict[str, list[dict]]:
+    """Stage rows as the teacher writes them: every input holds all earlier stages."""
+    return {
+        "analyze": [{"input": fmt.analyze_input(Q, lab, RECALL), "target": why, "qid": Q.id} for lab, why in ANALYSES],
+        "summarize": [{"input": fmt.summarize_input(Q, RECALL, ANALYSES), "target": fmt.summarize_target("A"),
+                       "qid": Q.id}] * 2,  # a duplicate row: kept once
+    }
+
+
+def test_mode_rows_cut_the_dropped_stages_out_of_the_inputs():
+    learning, rows = _learning(), _teacher_rows()
+    only_s = learning.mode_rows(rows["summarize"], "summarize", "summarize")
+    assert [r["input"] for r in only_s] == [fmt.summarize_input(Q, None, None)]
+    assert RECALL not in only_s[0]["input"] and "Analyze:" not in only_s[0]["input"]
+    a_s = learning.mode_rows(rows["summarize"], "summarize", "analyze_summarize")
+    assert [r["input"] for r in a_s] == [fmt.summarize_input(Q, None, ANALYSES)]
+    analyze = learning.mode_rows(rows["analyze"], "analyze", "analyze_summarize")
+    assert [r["input"] for r in analyze] == [fmt.analyze_input(Q, lab, None) for lab, _ in ANALYSES]
+    assert [r["target"] for r in analyze] == [why for _, why in ANALYSES]
+    full = learning.mode_rows(rows["summarize"], "summarize", "recall_analyze_summarize")
+    assert [r["input"] for r in full] == [rows["summarize"][0]["input"]]
+
+
+@pytest.mark.slow
+def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), "--out", str(out), "--families", "t5",
+           "--seeds", "0", "--modes", "summarize", "--rounds", "0", "--steps", "10", "--train", "80",
+           "--valid", "6", "--test", "12", "--train-sample", "6", "--teacher-samples", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "learning.json").read_text())
+    [line] = report["table"]
+    assert (line["family"], line["stage"], line["seeds"]) == ("t5", "summarize", [0])
+    assert 0.0 <= line["test"] <= 1.0 and line["steps"] == 10
+    assert report["meta"]["oracle"] > 0.9  # the rule teacher as the student answers its own world
+    md = (out / "learning.md").read_text()
+    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md
+    assert (out / "learning.png").stat().st_size > 1000
+    # a rerun finds every unit in the cache and trains nothing
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sft:" not in again.stdout and "(3 units reused" in (out / "learning.md").read_text()
