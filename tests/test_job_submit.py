@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import _config
 
 from tinythinker_ray.data.loaders import load_benchmark
 
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's `ray` and `tinythinker`
 JOB_TIMEOUT = 240
+RUN_TIMEOUT = 900  # a whole tiny pipeline on 2 shared cores
 
 
 def _free_port() -> int:
@@ -109,7 +111,8 @@ def ray_head():
                RAY_USAGE_STATS_ENABLED="0")
     dashboard = _free_port()
     log = temp / "head.log"
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--temp-dir={temp}", "--num-cpus=2",
+    # 4 logical CPUs on 2 cores: a `run` job holds its driver, a sampler or Train worker and Ray Data tasks at once
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--temp-dir={temp}", "--num-cpus=4",
            f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            # ports with fixed defaults (10001, 52365) would collide with a second Ray on this machine
            f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
@@ -143,25 +146,27 @@ def test_the_job_api_refuses_requests_without_the_token(ray_head):
     assert httpx.get(jobs, headers={"Authorization": f"Bearer {ray_head.env['RAY_AUTH_TOKEN']}"}, timeout=10).is_success
 
 
-def test_ray_job_submit_uploads_the_working_dir_and_runs_tinythinker(ray_head, tmp_path):
-    work, out = tmp_path / "work", tmp_path / "run"
+def test_ray_job_submit_runs_the_whole_pipeline_from_an_uploaded_config(ray_head, tmp_path, tiny_t5):
+    """`tinythinker run` as a job: a tiny pipeline (synthetic data, rules teacher, tiny T5) whose config exists
+    only in the uploaded working dir; the job's driver joins this head (RAY_ADDRESS) instead of starting a Ray."""
+    work = tmp_path / "work"
     work.mkdir()
-    # A config that only exists in the uploaded working dir; its seed picks CSQA's validation sample.
-    (work / "job.yaml").write_text(yaml.safe_dump({"data": {"name": "csqa", "seed": 7}}))
-    expected = load_benchmark("csqa", seed=7)
-    job_id = f"tt-prepare-{secrets.token_hex(4)}"
+    shutil.move(_config(tmp_path, tiny_t5), work / "job.yaml")
+    out = Path(yaml.safe_load((work / "job.yaml").read_text())["run_dir"])
+    job_id = f"tt-run-{secrets.token_hex(4)}"
     submit = ray_head.ray("job", "submit", "--address", ray_head.address, "--submission-id", job_id,
                           "--working-dir", str(work), "--entrypoint-num-cpus", "1", "--",
-                          "tinythinker", "data", "prepare", "--config", "job.yaml", "--data.name", "csqa",
-                          "--run_dir", str(out), timeout=JOB_TIMEOUT)
+                          "tinythinker", "run", "--config", "job.yaml", timeout=RUN_TIMEOUT)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
 
     status = ray_head.ray("job", "status", "--address", ray_head.address, job_id)
     assert "succeeded" in status.stdout.lower()
     logs = ray_head.ray("job", "logs", "--address", ray_head.address, job_id).stdout
-    assert _counts(expected) in logs, logs[-2000:]
-    for split in ("train", "valid", "test"):
-        assert _ids(out / "data" / f"{split}.jsonl") == [q.id for q in expected.get(split)]
+    assert f"[run] report: {out / 'report.md'}" in logs, logs[-3000:]
+    assert "Started a local Ray instance" not in logs  # it joined the head
+    steps = json.loads((out / "manifest.json").read_text())["steps"]
+    assert {"run/teach", "run/sft", "run/eval/test-sft", "run/reflect", "run/eval/test-final"} <= set(steps)
+    assert (out / "accuracy.png").stat().st_size > 0 and "accuracy" in (out / "report.md").read_text().lower()
 
 
 def _spec(tmp_path: Path, runs: Path) -> Path:

@@ -21,7 +21,7 @@ import yaml
 from tinythinker_ray.config import SynthConfig
 from tinythinker_ray.data import synth
 from tinythinker_ray.errors import TinyThinkerError
-from tinythinker_ray.storage import RunLock, RunMirror, atomic_write_text, read_jsonl
+from tinythinker_ray.storage import RunLock, RunMirror, atomic_write_text, copy_tree, mirror_of, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,3 +110,43 @@ def test_remote_run_dir_round_trips_through_the_mirror(tmp_path, monkeypatch):
     again.local = tmp_path / "fresh"  # another machine: nothing local yet
     assert (again.pull() / "teach" / "stats.json").read_text() == "{}"
     assert not RunMirror(str(tmp_path / "plain")).remote
+
+
+def test_a_folder_in_a_mirror_knows_its_remote_and_trees_copy_both_ways(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
+    uri = f"file://{tmp_path / 'bucket' / 'run'}"
+    local = RunMirror(uri).pull()
+    assert mirror_of(local) == uri and mirror_of(local / "reflect" / "iter_1") == f"{uri}/reflect/iter_1"
+    assert mirror_of(tmp_path / "plain") is None
+    atomic_write_text(local / "sft" / "metrics.jsonl", "{}\n")
+    atomic_write_text(local / "sft" / "ray" / "big", "x")
+    copy_tree(str(local / "sft"), f"{uri}/sft", skip=("ray",))
+    assert (tmp_path / "bucket" / "run" / "sft" / "metrics.jsonl").exists()
+    assert not (tmp_path / "bucket" / "run" / "sft" / "ray").exists()
+    copy_tree(f"{uri}/sft", str(tmp_path / "elsewhere"))
+    assert (tmp_path / "elsewhere" / "metrics.jsonl").read_text() == "{}\n"
+
+
+@pytest.mark.slow
+def test_sft_on_a_remote_run_dir_checkpoints_and_exports_to_the_remote(ray_local, tiny_t5, csqa_questions, tmp_path,
+                                                                        monkeypatch):
+    """Workers may sit on nodes that do not share the driver's mirror: checkpoints go straight to the remote
+    and rank 0 uploads its outputs there; the driver's mirror holds no checkpoint."""
+    from test_sft import _write_run
+
+    from tinythinker_ray import cli
+
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
+    bucket = tmp_path / "bucket" / "run"
+    _write_run(bucket, csqa_questions[:4])  # a teach step that ran elsewhere
+    uri = f"file://{bucket}"
+    assert cli.main(["sft", "--model", tiny_t5, f"--run_dir={uri}", "--train.zero_stage", "0", "--sft.batch_size",
+                     "4", "--sft.max_steps", "12", "--sft.eval_every", "6", "--student.max_new_tokens", "8",
+                     "--train.eval_limit", "2"]) == 0
+    assert list((bucket / "sft" / "ray").rglob("checkpoint_*"))  # Ray Train's storage is the remote
+    local = RunMirror(uri).local
+    assert not (local / "sft" / "ray").exists()
+    assert (bucket / "sft" / "best" / "config.json").exists()
+    steps = [r["step"] for r in read_jsonl(bucket / "sft" / "metrics.jsonl") if r.get("kind") == "eval"]
+    assert steps == [6, 12]
+    assert json.loads((bucket / "manifest.json").read_text())["steps"]["sft"]["steps"] == 12

@@ -35,7 +35,7 @@ def _parsed(sampler, questions, system, n=4, temperature=0.8, seed=0):
     chats = [prompt.messages(q, system) for q in questions]
     outs = sampler.generate(chats, GenParams(n=n, temperature=temperature, seed=seed))
     assert [len(cs) for cs in outs] == [n] * len(questions)
-    return [[filters.parse_reply(c.text, q.labels, c.finish_reason) for c in cs] for q, cs in zip(questions, outs)]
+    return [[filters.parse_reply(c.text, q.labels, c.finish_reason) for c in cs] for q, cs in zip(questions, outs, strict=True)]
 
 
 def test_prompt_round_trip(data):
@@ -49,7 +49,7 @@ def test_replies_parse_and_are_right_without_errors(data):
     out, splits, system = data
     world = synth.load_world(out)
     qs = splits.train[:60]
-    for q, rationales in zip(qs, _parsed(_teacher(out), qs, system)):
+    for q, rationales in zip(qs, _parsed(_teacher(out), qs, system), strict=True):
         for r in rationales:
             assert isinstance(r, filters.Rationale), r
             assert r.answer == q.answer and [lab for lab, _ in r.explanations] == q.labels
@@ -75,14 +75,14 @@ def test_error_rate_is_respected(data, rate):
     out, splits, system = data
     qs = splits.train[:250]
     parsed = _parsed(_teacher(out, error_rate=rate), qs, system, n=8)
-    wrong = [r.answer != q.answer for q, rs in zip(qs, parsed) for r in rs]
+    wrong = [r.answer != q.answer for q, rs in zip(qs, parsed, strict=True) for r in rs]
     assert all(isinstance(r, filters.Rationale) for rs in parsed for r in rs)  # wrong, but well-formed
     # 2000 samples: the binomial std is at most 0.011, so 0.04 is > 3.5 sigma
     assert abs(sum(wrong) / len(wrong) - rate) < 0.04
     if rate:  # both kinds of error happen: a false Key Information, and a right one with a false option fact
         world = synth.load_world(out)
         true_keys = {synth.explain(world, q, style=s).knowledge for q in qs for s in range(synth.STYLES)}
-        bad = [r for q, rs in zip(qs, parsed) for r in rs if r.answer != q.answer]
+        bad = [r for q, rs in zip(qs, parsed, strict=True) for r in rs if r.answer != q.answer]
         false_key = sum(r.knowledge not in true_keys for r in bad) / len(bad)
         assert 0.35 < false_key < 0.65
 
@@ -96,7 +96,7 @@ def test_filters_drop_wrong_rationales_and_a_wrong_majority_relabels(data):
     qs = splits.train[:150]
     parsed = _parsed(_teacher(two, error_rate=0.6), qs, system, n=5)
     verdicts = [filters.judge(q.answer, rs, augment=4, threshold=10, rng=random.Random(0))
-                for q, rs in zip(qs, parsed)]
+                for q, rs in zip(qs, parsed, strict=True)]
     relabelled = sum(v.relabelled for v in verdicts) / len(verdicts)
     assert 0.45 < relabelled < 0.9  # P(>= 3 of 5 wrong) = 0.68 at a 0.6 error rate
     for v in verdicts:

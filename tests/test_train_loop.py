@@ -105,6 +105,10 @@ def test_deepspeed_config_from_train_section():
     assert ds["bf16"] == {"enabled": False} and ds["gradient_clipping"] == 0.5
     assert ds["optimizer"]["params"]["torch_adam"] is False  # offloaded: DeepSpeed's CPU Adam
     assert deepspeed_config(TrainConfig(use_gpu=True), batch_size=1, lr=1, world_size=1)["bf16"]["enabled"]
+    # one rank has nothing to partition: ZeRO-0 unless offload needs ZeRO
+    stage = {(w, off): deepspeed_config(TrainConfig(zero_stage=2, offload_optimizer=off), batch_size=1, lr=1,
+                                        world_size=w)["zero_optimization"]["stage"] for w in (1, 2) for off in (0, 1)}
+    assert stage == {(1, 0): 0, (1, 1): 2, (2, 0): 2, (2, 1): 2}
     with pytest.raises(ConfigError, match="train.offload_params"):
         deepspeed_config(TrainConfig(zero_stage=2, offload_params=True), batch_size=1, lr=1, world_size=1)
 

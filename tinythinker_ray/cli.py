@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except TinyThinkerError as e:
         print(f"tinythinker {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # storage: an unwritable run_dir, a full disk (errno and path say which); outputs
+        print(f"tinythinker {args.command}: error: {e}", file=sys.stderr)  # finished so far stay intact
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .config import Config, dump_config, with_overrides
-from .storage import Manifest, RunLock, RunMirror, atomic_write_text
+from .config import Config, dump_config
+from .storage import Manifest, atomic_write_text, workspace
 
 
 def run(cfg: Config) -> Path:
@@ -21,11 +21,8 @@ def run(cfg: Config) -> Path:
     from .teacher.distill import teach
     from .train.sft import sft
 
-    mirror = RunMirror(cfg.run_dir)
-    run_dir = mirror.pull()
-    if mirror.remote:  # every step works on the local mirror; each finished step is pushed
-        cfg = with_overrides(cfg, {"run_dir": str(run_dir)})
-    with RunLock(run_dir):
+    with workspace(cfg) as (cfg, mirror):  # a remote run_dir: steps work on a local mirror, each pushed when done
+        run_dir = Path(cfg.run_dir)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
 
         def step(name: str, fn):
@@ -54,7 +51,6 @@ def run(cfg: Config) -> Path:
         step("eval/test-final", lambda: evaluate(cfg, ref_out["best"], load_split(cfg, "test"), "test-final",
                                                  run_dir / "eval" / "test-final"))
         report = write_report(run_dir)
-        mirror.push()
     print(f"[run] report: {mirror.uri.rstrip('/') + '/report.md' if mirror.remote else report}")
     return report
 

@@ -8,6 +8,7 @@ margins, timings per step, and a few example chains (right and wrong). Everythin
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .storage import Manifest, atomic_write_text, read_jsonl
@@ -60,7 +61,9 @@ def plot(run: Path, out: Path) -> Path | None:
     for a in ax:
         a.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    tmp = out.with_name(f".{out.name}.tmp")  # written whole, then renamed: a reader never sees half a PNG
+    fig.savefig(tmp, dpi=110, format="png")
+    os.replace(tmp, out)
     plt.close(fig)
     return out
 

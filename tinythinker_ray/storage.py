@@ -70,17 +70,18 @@ def read_jsonl(path, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named, not a crash of the whole read
         lines = f.readlines()
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            if tolerate_torn_tail and i == len(lines) and not line.endswith("\n"):
+            yield json.loads(line.decode("utf-8-sig" if i == 1 else "utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if tolerate_torn_tail and i == len(lines) and not line.endswith(b"\n"):
                 return
-            raise DataError(f"bad JSON: {e.msg}", file=str(path), line=i) from None
+            what = f"bad JSON: {e.msg}" if isinstance(e, json.JSONDecodeError) else f"not UTF-8 text ({e.reason})"
+            raise DataError(what, file=str(path), line=i) from None
 
 
 class Manifest:
@@ -147,8 +148,9 @@ class RunMirror:
     """A remote run directory (s3://, gs://, file://) worked on through a local mirror.
 
     `pull()` brings down what a previous (possibly killed) run left, so a rerun resumes; `push()` uploads the
-    mirror after every finished step. Local paths pass through untouched. Multi-node Ray Train runs need the
-    checkpoint storage itself shared: point `run_dir` at a shared filesystem there (see README).
+    mirror after every finished step. Local paths pass through untouched. Ray Train workers, which may sit on
+    other nodes, do not write to the driver's mirror: they checkpoint straight to the remote and upload their
+    outputs there (train/loop.py, via `mirror_of`, `copy_tree`).
     """
 
     def __init__(self, run_dir: str):
@@ -174,6 +176,8 @@ class RunMirror:
 
             filesystem, path = self._fs()
             self.local.mkdir(parents=True, exist_ok=True)
+            # beside the mirror, not in it: training finds the remote its out_dir stands for (mirror_of)
+            self.local.with_name(self.local.name + ".uri").write_text(self.uri)
             if filesystem.get_file_info(path).type == fs.FileType.Directory:
                 fs.copy_files(path, str(self.local), source_filesystem=filesystem,
                               destination_filesystem=fs.LocalFileSystem())
@@ -187,3 +191,51 @@ class RunMirror:
             filesystem.create_dir(path, recursive=True)
             fs.copy_files(str(self.local), path, source_filesystem=fs.LocalFileSystem(),
                           destination_filesystem=filesystem)
+
+
+def mirror_of(path: str | os.PathLike) -> str | None:
+    """The remote URI a folder inside a RunMirror's local mirror stands for, or None for a plain local folder."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        if folder.name and (marker := folder.with_name(folder.name + ".uri")).is_file():
+            rest = path.relative_to(folder).as_posix()
+            return marker.read_text().rstrip("/") + ("" if rest == "." else "/" + rest)
+    return None
+
+
+def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
+    """Copy a folder's entries (but those named in `skip`) between local paths and remote URIs, overwriting."""
+    from pyarrow import fs
+
+    def resolve(where: str):
+        return fs.FileSystem.from_uri(where) if is_remote(where) else (fs.LocalFileSystem(), str(Path(where)))
+
+    (src_fs, src_path), (dst_fs, dst_path) = resolve(src), resolve(dst)
+    if src_fs.get_file_info(src_path).type != fs.FileType.Directory:
+        return
+    dst_fs.create_dir(dst_path, recursive=True)
+    for info in src_fs.get_file_info(fs.FileSelector(src_path)):
+        if info.base_name in set(skip):
+            continue
+        target = f"{dst_path}/{info.base_name}"
+        if info.type == fs.FileType.Directory:  # copy_files makes the folders below the target, not the target
+            dst_fs.create_dir(target, recursive=True)
+        fs.copy_files(info.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
+@contextmanager
+def workspace(cfg):
+    """A driver's hold on cfg.run_dir: a remote run directory is pulled into a local mirror and pushed back when
+    the driver ends, finished or not; the lock keeps a second driver on this machine out. Yields (cfg with
+    run_dir = the local folder, the mirror)."""
+    from .config import with_overrides
+
+    mirror = RunMirror(cfg.run_dir)
+    local = mirror.pull()
+    if mirror.remote:
+        cfg = with_overrides(cfg, {"run_dir": str(local)})
+    with RunLock(local):
+        try:
+            yield cfg, mirror
+        finally:
+            mirror.push()  # what was done reaches a remote run_dir even when a step failed

@@ -27,7 +27,7 @@ from ..models import is_seq2seq, resolve_model
 from ..raylib import ensure_ray
 from ..sampling.base import GenParams, Sampler
 from ..sampling.pool import map_with_sampler
-from ..storage import append_jsonl, atomic_write_json, read_jsonl
+from ..storage import append_jsonl, atomic_write_json, read_jsonl, workspace
 from .chain import ChainResult, accuracy, run_chain, stages_of, vote
 
 
@@ -148,7 +148,8 @@ def main(cfg: Config, words: list[str]) -> int:
         raise ConfigError(f"eval takes no positional arguments (got {' '.join(words)}); "
                           "use --model, --split, --samples or --section.key value")
     split = cfg.eval.split
-    model_path = resolve_model(cfg.student.model)
-    summary = evaluate(cfg, model_path, load_split(cfg, split), split, Path(cfg.run_dir) / "eval" / split)
+    with workspace(cfg) as (cfg, _):  # the lock refuses a second driver; a remote run_dir is mirrored
+        model_path = resolve_model(cfg.student.model)
+        summary = evaluate(cfg, model_path, load_split(cfg, split), split, Path(cfg.run_dir) / "eval" / split)
     print_summary(summary)
     return 0

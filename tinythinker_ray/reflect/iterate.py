@@ -26,7 +26,7 @@ from pathlib import Path
 from ..config import Config, with_overrides
 from ..data.records import Question
 from ..errors import ConfigError
-from ..storage import Manifest, atomic_write_json, read_jsonl, write_jsonl
+from ..storage import Manifest, atomic_write_json, read_jsonl, workspace, write_jsonl
 from ..train.batches import collate_pairs
 from ..train.loop import ChainEval, FitSpec, Objective, fit
 from ..train.losses import rpo_step_loss
@@ -206,6 +206,7 @@ def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"reflect takes no positional arguments (got {' '.join(words)}); use --model, "
                           "--iterations or --reflect.key value")
-    records = reflect(cfg)
+    with workspace(cfg) as (cfg, _):  # the lock refuses a second driver; a remote run_dir is mirrored
+        records = reflect(cfg)
     print(table(records))
     return 0

@@ -33,12 +33,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Config, TeacherConfig, dump_config, with_overrides
+from ..config import Config, TeacherConfig, dump_config
 from ..data.format import question_block
 from ..data.loaders import load_dataset_cfg
 from ..data.records import Question
 from ..errors import ConfigError, DataError
-from ..storage import Manifest, RunLock, RunMirror, atomic_write_json, atomic_write_text, write_jsonl
+from ..storage import Manifest, atomic_write_json, atomic_write_text, workspace, write_jsonl
 from . import fewshot, filters, prompt
 from .asking import Replies, sample_round
 from .stages import Taught, write_stages
@@ -203,23 +203,17 @@ def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"teach takes no positional arguments (got {' '.join(words)})")
     _check_backend(cfg.teacher)  # a missing key or model fails before the run directory is touched
-    mirror = RunMirror(cfg.run_dir)  # s3:// or gs:// run_dir: work on a local mirror, push it at the end
-    run_dir = mirror.pull()
-    if mirror.remote:
-        cfg = with_overrides(cfg, {"run_dir": str(run_dir)})
-    with RunLock(run_dir):
+    with workspace(cfg) as (cfg, mirror):  # s3:// or gs:// run_dir: work on a local mirror, pushed at the end
+        run_dir = Path(cfg.run_dir)
         manifest = Manifest(run_dir)
         if manifest.done("teach"):
             print(f"teach: done already in {mirror.uri} (stats: {manifest.get('teach')['stats']})")
             return 0
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        try:
-            stats = teach(cfg)
-            out = run_dir / "teach"
-            manifest.mark("teach", stats=str(out / "stats.json"),
-                          **{s: str(out / f"{s}.jsonl") for s in stats["rows"]}, seconds=stats["seconds"])
-        finally:
-            mirror.push()  # what was done reaches a remote run_dir even when sampling stopped
+        stats = teach(cfg)
+        out = run_dir / "teach"
+        manifest.mark("teach", stats=str(out / "stats.json"),
+                      **{s: str(out / f"{s}.jsonl") for s in stats["rows"]}, seconds=stats["seconds"])
     print(f"teach: {cfg.data.name}, teacher {cfg.teacher.backend}, {stats['seconds']} s -> {mirror.uri}")
     print(format_stats(stats))
     return 0

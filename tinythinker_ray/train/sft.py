@@ -15,7 +15,7 @@ from ..config import Config
 from ..data.format import parse_stage_input
 from ..data.loaders import read_questions
 from ..errors import ConfigError, DataError
-from ..storage import Manifest, read_jsonl
+from ..storage import Manifest, read_jsonl, workspace
 from .batches import collate_sft, prepare_stage
 from .loop import ChainEval, FitResult, FitSpec, Objective, fit
 from .losses import sft_loss
@@ -30,6 +30,8 @@ def read_stage(path: Path) -> list[dict]:
         raise DataError("stage dataset not found (run `tinythinker teach` first)", file=str(path))
     rows = []
     for i, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row, dict):
+            raise DataError(f"expected an object, got {type(row).__name__}", file=str(path), line=i)
         for key in ("input", "target"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise DataError(f"missing or empty '{key}'", file=str(path), line=i, field=key)
@@ -101,5 +103,7 @@ def table(result: FitResult) -> str:
 def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"sft takes no positional arguments (got {' '.join(words)})")
-    print(table(sft(cfg)))
+    with workspace(cfg) as (cfg, _):  # the lock refuses a second driver; a remote run_dir is mirrored
+        result = sft(cfg)
+    print(table(result))
     return 0
