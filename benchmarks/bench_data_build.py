@@ -18,12 +18,10 @@ import json
 import random
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
-from results_file import save
+from results_file import each_size_in_a_child, save
 
 from tinythinker_ray.data.records import Question
 from tinythinker_ray.teacher import filters, prompt
@@ -91,10 +89,7 @@ def main() -> None:
         print(json.dumps(one(args.one)))
         return
     results = []
-    for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n)], check=True, capture_output=True,
-                             text=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+    for r in each_size_in_a_child(__file__, args.sizes):
         results.append(r)
         print(f"{r['rationales']:>9} rationales  {r['rows']:>9} stage rows  {r['seconds']:>7.2f} s wall  "
               f"{r['cpu_s']:>7.2f} s cpu  {r['rationales_per_s']:>6} rationales/s  "

@@ -15,11 +15,9 @@ import argparse
 import json
 import random
 import resource
-import subprocess
-import sys
 import time
 
-from results_file import save
+from results_file import each_size_in_a_child, save
 
 from tinythinker_ray.data.records import Question
 from tinythinker_ray.reflect.pairs import build_analyze_pairs, build_recall_pairs
@@ -92,11 +90,8 @@ def main() -> None:
         print(json.dumps(one(args.one)))
         return
     results = []
-    for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n)], check=True, capture_output=True,
-                             text=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        r = results[-1]
+    for r in each_size_in_a_child(__file__, args.sizes):
+        results.append(r)
         print(f"{r['generations']:>9} generations  {r['recall_pairs']:>8} recall pairs  "
               f"{r['analyze_pairs']:>8} analyze pairs  {r['seconds']:>7.2f} s  {r['rows_per_s']:>8} rows/s "
               f"({r['rows_per_cpu_s']} per CPU s)  peak RSS {r['peak_rss_mib']} MiB",
