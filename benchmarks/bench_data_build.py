@@ -13,15 +13,13 @@ time: a shared machine's wall clock measures its neighbours too; wall rows/s are
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import resource
 import shutil
 import tempfile
 import time
 
-from results_file import each_size_in_a_child, save
+from results_file import scaling_main
 
 from tinythinker_ray.data.records import Question
 from tinythinker_ray.teacher import filters, prompt
@@ -80,24 +78,15 @@ def one(rationales: int) -> dict:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def line(r: dict) -> str:
+    return (f"{r['rationales']:>9} rationales  {r['rows']:>9} stage rows  {r['seconds']:>7.2f} s wall  "
+            f"{r['cpu_s']:>7.2f} s cpu  {r['rationales_per_s']:>6} rationales/s  "
+            f"{r['rows_per_s']:>7} rows/s  "
+            f"{r['rows_per_cpu_s']:>7} rows/cpu-s  peak RSS {r['peak_rss_mib']} MiB")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one size, JSON out
-    args = ap.parse_args()
-    if args.one:
-        print(json.dumps(one(args.one)))
-        return
-    results = []
-    for r in each_size_in_a_child(__file__, args.sizes):
-        results.append(r)
-        print(f"{r['rationales']:>9} rationales  {r['rows']:>9} stage rows  {r['seconds']:>7.2f} s wall  "
-              f"{r['cpu_s']:>7.2f} s cpu  {r['rationales_per_s']:>6} rationales/s  "
-              f"{r['rows_per_s']:>7} rows/s  "
-              f"{r['rows_per_cpu_s']:>7} rows/cpu-s  peak RSS {r['peak_rss_mib']} MiB", flush=True)
-    # CPU time, not wall: on a shared machine the wall clock measures the neighbours as much as this code.
-    ratio = results[-1]['rows_per_cpu_s'] / results[0]['rows_per_cpu_s']
-    save("data_build", {"sizes": results}, ratio)
+    scaling_main("data_build", __doc__, __file__, one, line)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ time, not wall time, so that neighbours on a shared machine do not move it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import resource
 import time
 
-from results_file import each_size_in_a_child, save
+from results_file import scaling_main
 
 from tinythinker_ray.data.records import Question
 from tinythinker_ray.reflect.pairs import build_analyze_pairs, build_recall_pairs
@@ -81,24 +80,14 @@ def one(generations: int) -> dict:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def line(r: dict) -> str:
+    return (f"{r['generations']:>9} generations  {r['recall_pairs']:>8} recall pairs  "
+            f"{r['analyze_pairs']:>8} analyze pairs  {r['seconds']:>7.2f} s  {r['rows_per_s']:>8} rows/s "
+            f"({r['rows_per_cpu_s']} per CPU s)  peak RSS {r['peak_rss_mib']} MiB")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one size, JSON out
-    args = ap.parse_args()
-    if args.one:
-        print(json.dumps(one(args.one)))
-        return
-    results = []
-    for r in each_size_in_a_child(__file__, args.sizes):
-        results.append(r)
-        print(f"{r['generations']:>9} generations  {r['recall_pairs']:>8} recall pairs  "
-              f"{r['analyze_pairs']:>8} analyze pairs  {r['seconds']:>7.2f} s  {r['rows_per_s']:>8} rows/s "
-              f"({r['rows_per_cpu_s']} per CPU s)  peak RSS {r['peak_rss_mib']} MiB",
-              flush=True)
-    # CPU-time throughput: wall time on a shared machine measures the neighbours as much as this code
-    ratio = results[-1]['rows_per_cpu_s'] / results[0]['rows_per_cpu_s']
-    save("pairs", {"sizes": results}, ratio)
+    scaling_main("pairs", __doc__, __file__, one, line)
 
 
 if __name__ == "__main__":
