@@ -85,6 +85,7 @@ def test_run_killed_midway_resumes_without_redoing_finished_steps(tiny_t5, tmp_p
     assert len(list(read_jsonl(run / "eval" / "test-final" / "results.jsonl"))) == 4
     report = (run / "report.md").read_text()
     assert "## Teacher" in report and "## Reflection rounds" in report and "accuracy.png" in report
+    assert "few-shot examples: 4, file" in report  # the source the teacher used, in words
     assert (run / "accuracy.png").stat().st_size > 1000
 
 

@@ -98,8 +98,10 @@ def write_report(run_dir: str | Path) -> Path:
     if stats:
         flat = [[k, v] for k, v in stats.items() if not isinstance(v, (dict, list))]
         parts += ["## Teacher", _table(["stat", "value"], flat)]
+        if shots := stats.get("fewshot"):  # where the teacher's few-shot examples came from, in one line
+            parts.append(f"\nfew-shot examples: {shots['examples']}, {shots['source']} ({shots['origin']})")
         for k, v in stats.items():
-            if isinstance(v, dict) and v:  # one level of nesting: {"length": 9} or {"recall": {"rows": ..}}
+            if isinstance(v, dict) and v and k != "fewshot":  # one level of nesting: {"length": 9} or {"recall": {"rows": ..}}
                 flat = [[a, *(b.values() if isinstance(b, dict) else [b])] for a, b in v.items()]
                 inner = next((list(b) for b in v.values() if isinstance(b, dict)), ["count"])
                 parts += [f"\n{k}:", _table([k, *inner], flat)]
