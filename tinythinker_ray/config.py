@@ -260,7 +260,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         return key.strip().lstrip("-"), yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"config key '{key.strip()}': {raw!r} is not a value ({e.problem})") from None
+        # a MarkedYAMLError says what was wrong in .problem; a ReaderError (control characters) only in str()
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config key '{key.strip()}': {raw!r} is not a value ({why})") from None
 
 
 def _format_error(err: ValidationError) -> str:
