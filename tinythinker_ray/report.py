@@ -8,10 +8,9 @@ margins, timings per step, and a few example chains (right and wrong). Everythin
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from .storage import Manifest, atomic_write_text, read_jsonl
+from .storage import Manifest, atomic_open, atomic_write_text, read_jsonl
 
 
 def _json(path: Path) -> dict | None:
@@ -61,9 +60,8 @@ def plot(run: Path, out: Path) -> Path | None:
     for a in ax:
         a.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp")  # written whole, then renamed: a reader never sees half a PNG
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, out)
+    with atomic_open(out, binary=True) as f:  # written whole, then renamed: a reader never sees half a PNG
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return out
 

@@ -23,13 +23,14 @@ def is_remote(path: str) -> bool:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[IO[str]]:
-    """A text file to stream into; it appears at `path` (fsynced, renamed) only if the block ends without error."""
+def atomic_open(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
+    """A file to stream into (UTF-8 text, or bytes); it appears at `path` (fsynced, renamed) only if the block
+    ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -214,8 +215,9 @@ def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
     if src_fs.get_file_info(src_path).type != fs.FileType.Directory:
         return
     dst_fs.create_dir(dst_path, recursive=True)
+    skip = set(skip)
     for info in src_fs.get_file_info(fs.FileSelector(src_path)):
-        if info.base_name in set(skip):
+        if info.base_name in skip:
             continue
         target = f"{dst_path}/{info.base_name}"
         if info.type == fs.FileType.Directory:  # copy_files makes the folders below the target, not the target

@@ -129,7 +129,6 @@ class Replies:
         return out
 
 
-
 # ----- one round through the pool ----------------------------------------------------------------------
 
 def root_cause(err: BaseException) -> str:

@@ -397,7 +397,8 @@ def _say(line: str) -> None:
 
 
 class _Log:
-    """Rank 0's console lines, metrics.jsonl rows (appended as they happen) and TensorBoard scalars."""
+    """Rank 0's console lines, metrics.jsonl rows (appended as they happen), TensorBoard scalars and, when
+    configured, the same numbers in MLflow / W&B."""
 
     def __init__(self, out_dir: Path, phase: str, enabled: bool, spec: FitSpec | None = None, world: int = 1,
                  objective: str = ""):
@@ -420,9 +421,6 @@ class _Log:
     def event(self, row: dict) -> None:
         if self.enabled:
             append_jsonl(self.path, [{**row, "time": time.time()}])
-            if self.trackers is not None and "step" in row:
-                self.trackers.log({(f"val/{k}" if row.get("kind") == "eval" else k): v for k, v in row.items()},
-                                  row["step"])
 
     def train(self, row: dict) -> None:
         if not self.enabled:
@@ -431,6 +429,8 @@ class _Log:
         for k, v in row.items():
             if isinstance(v, float) and k != "epoch":
                 self.tb.add_scalar(f"train/{k}", v, row["step"])
+        if self.trackers is not None:
+            self.trackers.log(row, row["step"])
         stages = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in row.items() if k.startswith("loss/"))
         _say(f"[{self.phase}] step {row['step']}/{row['total_steps']} loss {row.get('loss', float('nan')):.4f} "
              f"({stages}) lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s, data wait {row['data_wait']:.0%}")
@@ -440,6 +440,8 @@ class _Log:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.tb.add_scalar(f"val/{k}", v, step)
+        if self.trackers is not None:
+            self.trackers.log({f"val/{k}": v for k, v in metrics.items()}, step)
         _say(f"[{self.phase}] step {step} eval {json.dumps(metrics)}")
 
     def close(self) -> None:
