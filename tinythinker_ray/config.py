@@ -150,7 +150,9 @@ class TrainConfig(_Section):
     checkpoints_to_keep: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     eval_limit: int | None = Field(200, ge=1)  # validation questions run through the chain at each eval point
-    bucket_by_length: bool = True  # batches of similar length (less padding); off = plain shuffled order
+    # batches of similar length (less padding); off = plain shuffled order. On small data it can slow learning:
+    # a bucket's rows share a shape (benchmarks/results/learning.md), so the learning check turns it off.
+    bucket_by_length: bool = True
     tracking: TrackingConfig = TrackingConfig()
 
 

@@ -233,6 +233,9 @@ def _worker(config: dict) -> None:
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=deepspeed_config(spec.train, batch_size=spec.batch_size, lr=spec.lr, world_size=world),
         lr_scheduler=lr_scheduler_factory(spec))
+    # One rank has no one to average with, yet DeepSpeed still flattens every gradient, all-reduces it over a
+    # 1-process group and copies it back each step: +20% step time on tiny-t5 (benchmarks/README.md).
+    engine.enable_backward_allreduce = world > 1
     device = engine.device
 
     start, best, train_seconds, data_seconds, ray_data_startup = 0, -1.0, 0.0, 0.0, 0.0
