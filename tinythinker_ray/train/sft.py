@@ -73,7 +73,7 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
     for s in stages:
         datasets[s], sizes[s] = prepare_stage(
             ray.data.from_items(rows[s]), model_path=model_path, max_length=cfg.student.max_length,
-            batch_size=cfg.sft.batch_size, world_size=cfg.train.num_workers)
+            batch_size=cfg.sft.batch_size, world_size=cfg.train.num_workers, seed=cfg.sft.seed)
     plan = stage_plan(cfg.sft.mode, cfg.sft.interval, options)
     steps = schedule(sizes, plan, epochs=cfg.sft.epochs, max_steps=cfg.sft.max_steps)
     print(f"sft: {model_path} | stages {', '.join(f'{s} {len(rows[s])} rows / {sizes[s]} batches per worker' for s in stages)}"
