@@ -94,6 +94,21 @@ def test_epoch_windows_shuffle_rows_and_bucket_them_by_length():
     assert sorted(plain["length"].tolist()) == list(range(32))
 
 
+def test_a_shard_kept_in_memory_gives_every_row_once_per_epoch_in_a_new_order(ray_local):
+    import ray.data
+
+    from tinythinker_ray.train.batches import memory_epoch, read_shard
+
+    rows = read_shard(ray.data.from_items([{"input_ids": [i] * (1 + i % 3), "qid": i} for i in range(42)]).iterator())
+    epochs = [list(memory_epoch(rows, batch_size=8, bucket=True, collate=lambda b: b)) for _ in range(2)]
+    for batches in epochs:
+        assert [len(b["qid"]) for b in batches] == [8] * 5  # full batches only: 2 rows wait for another epoch
+        seen = np.concatenate([b["qid"] for b in batches]).tolist()
+        assert len(set(seen)) == 40 and all(len(ids) == 1 + q % 3 for b in batches
+                                            for ids, q in zip(b["input_ids"], b["qid"], strict=True))
+    assert [b["qid"].tolist() for b in epochs[0]] != [b["qid"].tolist() for b in epochs[1]]
+
+
 def test_prepare_stage_shuffles_the_file_order_once_by_seed(ray_local, tiny_llama):
     """A stage file lists a question's rows side by side and an epoch only reshuffles locally, so preparation
     mixes the whole file once (the learning check's students learned far slower without it)."""
@@ -152,11 +167,12 @@ def test_lr_schedule_warms_up_then_decays(name, end):
 # ----- real runs ---------------------------------------------------------------------------------------------------
 
 def _job(model_path: str, out_dir: Path, questions, *, zero: int, max_steps: int, lr: float, eval_every=None,
-         copies: int = 1, name: str = "loop"):
+         copies: int = 1, name: str = "loop", memory_epoch_rows: int = 100_000):
     """What a driver does before fit(): tokenized Ray datasets, the schedule, the spec."""
     import ray.data
 
-    train = TrainConfig(num_workers=2, zero_stage=zero, log_every=5, checkpoints_to_keep=1)
+    train = TrainConfig(num_workers=2, zero_stage=zero, log_every=5, checkpoints_to_keep=1,
+                        memory_epoch_rows=memory_epoch_rows)
     datasets, sizes = {}, {}
     for stage, rows in overfit_rows(questions, copies).items():
         datasets[stage], sizes[stage] = prepare_stage(ray.data.from_items(rows), model_path=model_path,
@@ -175,7 +191,10 @@ def _rows(out_dir: Path, kind: str) -> list[dict]:
 @pytest.mark.slow
 def test_causal_student_two_workers_zero2_loss_falls(ray_local, tiny_llama, csqa_questions, tmp_path):
     questions = csqa_questions[:8]
-    spec, datasets = _job(tiny_llama, tmp_path / "sft", questions, zero=2, max_steps=60, lr=3e-3)
+    # memory_epoch_rows=0: every epoch a Ray Data pass (the path of large stages; the resume test below keeps
+    # its small shards in worker memory)
+    spec, datasets = _job(tiny_llama, tmp_path / "sft", questions, zero=2, max_steps=60, lr=3e-3,
+                          memory_epoch_rows=0)
     evaluate = ChainEval([q.to_dict() for q in questions[:4]], max_new_tokens=12, batch_size=8)
     result = fit(spec, datasets, SFT, evaluate)
     train = _rows(tmp_path / "sft", "train")

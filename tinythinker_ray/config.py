@@ -153,6 +153,10 @@ class TrainConfig(_Section):
     # batches of similar length (less padding); off = plain shuffled order. On small data it can slow learning:
     # a bucket's rows share a shape (benchmarks/results/learning.md), so the learning check turns it off.
     bucket_by_length: bool = True
+    # A worker keeps a stage's shard in memory after its first epoch when the shard has at most this many rows
+    # (0: never) and reshuffles it locally each epoch, instead of running a Ray Data pass per epoch: small
+    # stages trained for many epochs otherwise pay a pipeline start-up every few dozen steps.
+    memory_epoch_rows: int = Field(100_000, ge=0)
     tracking: TrackingConfig = TrackingConfig()
 
 

@@ -105,6 +105,25 @@ def _shuffle_window(batch: dict[str, np.ndarray], *, batch_size: int, bucket: bo
     return {k: v[order] for k, v in batch.items()}
 
 
+def read_shard(shard) -> dict[str, np.ndarray]:
+    """A worker's whole shard of a stage (a Ray DataIterator), read once into numpy columns."""
+    parts = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def memory_epoch(rows: dict[str, np.ndarray], *, batch_size: int, bucket: bool, collate):
+    """One epoch of a shard kept in memory: the rows reshuffled (as `epoch_stream` does, the whole shard being
+    one window), cut into full batches, each collated."""
+    if not rows:
+        return
+    rows = _shuffle_window(rows, batch_size=batch_size, bucket=bucket and "length" in rows)
+    n = len(next(iter(rows.values())))
+    for i in range(0, n - batch_size + 1, batch_size):
+        yield collate({k: v[i:i + batch_size] for k, v in rows.items()})
+
+
 def pad(seqs, value: int) -> torch.Tensor:
     """Right-pad 1-D int sequences to the longest one."""
     longest = max(len(s) for s in seqs)

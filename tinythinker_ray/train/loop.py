@@ -5,7 +5,8 @@
 - `datasets`: {stage: tokenized, materialized Ray Dataset} (batches.prepare_stage). fit() wraps each in
   `epoch_stream` (new block order and row shuffle every epoch; length buckets when it has a "length" column
   and train.bucket_by_length), Ray Train splits it equally across the workers, and a worker only ever sees
-  `ray.train.get_dataset_shard(stage)`.
+  `ray.train.get_dataset_shard(stage)`. A shard of at most `train.memory_epoch_rows` rows is read once and
+  reshuffled in the worker's memory every epoch (`memory_epoch`) instead of a Ray Data pass per epoch.
 - `spec.steps`: the stage of every global step (schedule.py), identical on every worker, so all ranks run
   the same collectives in the same order.
 - `objective`: how a Ray batch becomes tensors (`collate`) and tensors become a loss (`loss`). Phase 1 passes
@@ -43,7 +44,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..storage import append_jsonl, copy_tree, mirror_of, read_jsonl
 from . import tracking
-from .batches import epoch_stream
+from .batches import epoch_stream, memory_epoch, read_shard
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder
 
@@ -83,6 +84,7 @@ class FitSpec:
     eval_every: int | None = None  # None: only at the end
     name: str = "train"  # Ray Train run name: the same name + out_dir resumes
     remote_out: str | None = None  # set by fit() when out_dir mirrors a remote run_dir (storage.mirror_of)
+    memory_stages: tuple[str, ...] = ()  # set by fit(): stages whose shards stay in worker memory
     seed: int = 42
     phase: str = "train"  # prefix in console lines and metrics
 
@@ -117,7 +119,9 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
     # A remote run_dir: workers (on any node) checkpoint to it and upload their outputs there, not to this
     # node's mirror, which they may not share; the outputs come down here once the run is over.
     remote = mirror_of(out)
-    spec = replace(spec, remote_out=remote)
+    stages = sorted(set(spec.steps))
+    memory = tuple(s for s in stages if datasets[s].count() // tc.num_workers <= tc.memory_epoch_rows)
+    spec = replace(spec, remote_out=remote, memory_stages=memory)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
     score = "val_accuracy" if evaluate is not None else None
     trainer = TorchTrainer(
@@ -134,7 +138,7 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
             callbacks=_tune_callbacks()),
         datasets={s: epoch_stream(datasets[s], batch_size=spec.batch_size,
                                   bucket=tc.bucket_by_length and "length" in datasets[s].columns())
-                  for s in sorted(set(spec.steps))},
+                  for s in stages},
     )
     result = trainer.fit()
     if remote:
@@ -254,15 +258,27 @@ def _worker(config: dict) -> None:
     shards = {s: ray.train.get_dataset_shard(s) for s in sorted(set(spec.steps))}
     collate = partial(objective.collate, pad_id=tok.pad_token_id)
 
-    def open_epoch() -> dict:  # each call starts a new epoch of every shard (a new order: epoch_stream)
-        return {s: iter(shard.iter_torch_batches(batch_size=spec.batch_size, drop_last=True, collate_fn=collate,
-                                                 device=device)) for s, shard in shards.items()}
+    kept: dict = {}  # stage -> its shard's rows, for spec.memory_stages (read at the first epoch)
+
+    def open_epoch() -> dict:  # each call starts a new epoch of every shard, in a new order
+        out = {}
+        for s, shard in shards.items():
+            if s in spec.memory_stages:
+                if s not in kept:
+                    kept[s] = read_shard(shard)
+                out[s] = (_to_device(b, device) for b in memory_epoch(
+                    kept[s], batch_size=spec.batch_size, bucket=spec.train.bucket_by_length, collate=collate))
+            else:
+                out[s] = iter(shard.iter_torch_batches(batch_size=spec.batch_size, drop_last=True,
+                                                       collate_fn=collate, device=device))
+        return out
 
     iters: dict = {}
     window = _Window()
     eval_every = spec.eval_every or total
     for step in range(start, total):
         epoch, in_epoch = divmod(step, spec.steps_per_epoch)
+        t = time.perf_counter()
         if not iters or in_epoch == 0:
             iters = open_epoch()
             # a resumed run first skips the batches its epoch already trained: the rest of the epoch lines up
@@ -270,7 +286,6 @@ def _worker(config: dict) -> None:
                 for _ in range(n):
                     next(iters[stage])
         stage = spec.steps[step]
-        t = time.perf_counter()
         batch = next(iters[stage], None)
         wait = time.perf_counter() - t
         if step == start:  # Ray Data starts its split executors on the first fetch (~10 s): start-up, not a step
@@ -307,6 +322,10 @@ def _worker(config: dict) -> None:
         copy_tree(spec.out_dir, spec.remote_out, skip=("ray", "best"))
     dist.barrier()  # ENGINES.md: ZeRO-3 + offload can abort at exit without this
     dist.destroy_process_group()
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _evaluate(engine, tok, evaluate, spec: FitSpec, rank: int, best: float, step: int, log: _Log) -> dict:
