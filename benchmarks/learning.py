@@ -18,16 +18,17 @@ runs in its own process with its own local Ray (--jobs at a time), appending fin
 <work>/results.jsonl, so a rerun resumes; --fresh starts over. Any text under the "## Interpretation" heading
 of an existing learning.md is kept.
 
-Where the time goes on a 2-core CPU: a phase-1 unit trains 200-1100 optimizer steps (12 epochs of its mode's
-data) in 1-6 min, and each sft() also pays Ray Data tokenization, the Ray Train controller and worker group,
-DeepSpeed init and the checkpoint, and each evaluation a sampler pool start-up (~40-70 s per unit).
+Where the time goes on a 2-core CPU: a phase-1 unit trains 1500 optimizer steps (~2 min), and each sft() also
+pays Ray Data tokenization, the Ray Train controller and worker group, DeepSpeed init and the checkpoint, and
+each evaluation a sampler pool start-up: ~120 s more per unit with two units side by side (the default grid
+took 60 min here, see results/learning.md).
 
 What the students need to learn (measured with a plain loop beside the pipeline, see results/learning.md):
-recall and the summary are learned within a few hundred steps, the per-option analysis (look the option up,
-compare it with the recall) only after ~1000-3000 steps, and the step at which it appears varies from run to
-run. Hence the defaults: interval 1 (blocks of 1 recall, 3 analyze, 1 summarize batches), no length buckets,
-option letters as tokens of their own (student()), lr 1e-2; `--steps 3000 --lr 3e-3` is the budget at which
-a Llama student learned the analyses.
+recall and the summary are learned within a few hundred steps, the per-option analysis (look the option up by
+its letter, compare it with the recall) only later, at a step that varies from run to run: 2-block students
+took 1000-3000+ steps, 4-block ones 1000-1500 at lr 3e-3. Hence the defaults: 4-block students with a
+task-text tokenizer (student()), option letters as tokens of their own, 1500 steps at lr 3e-3, interval 1
+(blocks of 1 recall, 3 analyze, 1 summarize batches), no length buckets.
 
     .venv/bin/python benchmarks/learning.py                      # the default check (2 families x 3 seeds)
     .venv/bin/python benchmarks/learning.py --families t5 --seeds 0 --rounds 1 --steps 200   # a quick look
@@ -51,6 +52,10 @@ MODES = ("summarize", "recall_summarize", "analyze_summarize", "recall_analyze_s
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", "recall_analyze_summarize": "R+A+S"}
 FAMILIES = ("t5", "llama")
 MD_KEEP = "## Interpretation"
+# 4 blocks, not the built-ins' 2: looking an option up by its letter ("For option B," -> "(B) ...") is an
+# induction-style copy that 2-block students learned late or not at all within the grid's budget
+STUDENT_LAYERS = 4
+STUDENT = f"{STUDENT_LAYERS} blocks, tokenizer trained on the task text"  # recorded in <work>/settings.json
 
 
 # ----- configuration -------------------------------------------------------------------------------------------
@@ -80,7 +85,7 @@ def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny
         "train": {"num_workers": 1, "zero_stage": args.zero_stage, "bf16": False, "eval_limit": args.valid,
                   "log_every": 100, "bucket_by_length": args.bucket},
         "sft": {"mode": mode, "interval": args.interval, "lr": args.lr, "batch_size": args.batch_size,
-                "epochs": args.epochs, "max_steps": args.steps, "eval_every": eval_every, "seed": seed},
+                "epochs": args.epochs, "max_steps": args.steps or None, "eval_every": eval_every, "seed": seed},
         "reflect": {"iterations": max(args.rounds, 1), "samples": args.reflect_samples,
                     "analyze_samples": args.reflect_samples, "max_questions": args.reflect_questions,
                     "cycles": args.reflect_cycles, "lr": args.reflect_lr, "batch_size": args.batch_size,
@@ -140,11 +145,12 @@ def check_settings(args, work: Path, ap) -> None:
     from tinythinker_ray.storage import atomic_write_json
 
     now = {k: v for k, v in sorted(vars(args).items()) if k not in RUN_CONTROL}
+    now["student"] = STUDENT  # not an argument, but the units depend on it too
     path = work / "settings.json"
     if path.exists():
         before = json.loads(path.read_text())
-        if diff := {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}:
-            ap.error(f"{work} holds units made with other settings ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}): "
+        if diff := [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]:
+            ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): "
                      "rerun with those settings, or with --fresh (deletes it) or another --work")
     elif not args.child:
         atomic_write_json(path, now)
@@ -174,10 +180,11 @@ def prepare_seed(args, work: Path, seed: int, cache: Cache) -> Path:
 
 
 def student(work: Path, family: str, seed: int) -> str:
-    """A fresh tiny student for this seed (its own random init), built offline like the built-ins, its
-    tokenizer also trained on the seed's training questions and rationales: made-up words become whole
-    tokens instead of 3-4 byte pieces, which halves sequence lengths; option letters are tokens of their own
-    (build_tokenizer's letters_apart)."""
+    """A fresh tiny student for this seed (its own random init), built offline like the built-ins but with
+    STUDENT_LAYERS blocks, its tokenizer trained on the seed's training questions and rationales only: the
+    made-up words are whole tokens and the vocabulary is ~570 tokens instead of 4000 (a training step ~3x
+    cheaper: on a model this small the tied output layer is most of the compute); option letters are tokens of
+    their own (build_tokenizer's letters_apart)."""
     from tinythinker_ray.data import synth
     from tinythinker_ray.data.loaders import load_benchmark
     from tinythinker_ray.models import build_tiny
@@ -190,7 +197,7 @@ def student(work: Path, family: str, seed: int) -> str:
     text = [" ".join([q.stem, *(t for _, t in q.options), ex.knowledge, *(r for _, r in ex.reasons)])
             for q in load_benchmark("custom", str(data_dir)).train
             for ex in (synth.explain(world, q, style=s) for s in range(synth.STYLES))]
-    return build_tiny(family, out, seed=seed, extra_text=text, letters_apart=True)
+    return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS)
 
 
 def mode_rows(rows: list[dict], stage: str, mode: str) -> list[dict]:
@@ -489,10 +496,10 @@ def main() -> None:
     ap.add_argument("--teacher-temperature", type=float, default=0.0, help="0: one wording (see the doc)")
     ap.add_argument("--augment", type=int, default=1)
     # phase 1
-    ap.add_argument("--epochs", type=float, default=12, help="every mode trains this many epochs of its data")
-    ap.add_argument("--steps", type=int, default=None, help="instead: this many steps for every mode")
+    ap.add_argument("--steps", type=int, default=1500, help="optimizer steps of every mode (0: use --epochs)")
+    ap.add_argument("--epochs", type=float, default=12, help="with --steps 0: epochs of each mode's data")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--lr", type=float, default=3e-3)
     # interval 1 (blocks of 1 recall, 3 analyze, 1 summarize batches) and no length buckets: with interval 5 or
     # length-bucketed batches a plain loop on this task learned the analyses and summaries far slower (see the
     # interpretation in results/learning.md)

