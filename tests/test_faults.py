@@ -157,12 +157,15 @@ def test_driver_killed_in_every_step_reruns_to_the_end_asking_nothing_twice(tiny
     for i, saved in enumerate(saved_before):
         phase = f"run{i}" if i < len(KILLS) else "last"
         assert not saved & set(server.ok[phase]), phase
-    # phase 1 resumed from its checkpoint: two starts, the second at the checkpoint before the kill (`every` steps
-    # apart), so what was lost is at most the steps since it
+    # phase 1 resumed from its checkpoint: two starts, the second at a checkpoint (`every` steps apart) no older
+    # than the one before the kill, so what was lost is at most the steps since it. It may be one newer: the
+    # killed driver's Ray Train worker lives on for a moment (its small shards are in its memory, train/loop.py)
+    # and can finish the next checkpoint before it notices Ray is gone.
     metrics = list(read_jsonl(run / "sft" / "metrics.jsonl"))
     starts = [(r["step"], r["resumed"]) for r in metrics if r["kind"] == "start"]
     assert starts[0] == (0, False) and len(starts) == 2 and starts[1][1], starts
-    assert starts[1][0] > 0 and sft_seen - every <= starts[1][0] <= max(sft_seen, every), (starts, sft_seen)
+    assert starts[1][0] > 0 and starts[1][0] % every == 0, starts
+    assert sft_seen - every <= starts[1][0] <= max(sft_seen, every) + every, (starts, sft_seen)
     before = [r["step"] for r in metrics if r["kind"] == "train" and r["step"] <= starts[1][0]]
     assert len(before) == len(set(before)), "a checkpointed phase-1 step ran twice"
     assert json.loads((run / "eval" / "test-final" / "summary.json").read_text())["n"] == 4
