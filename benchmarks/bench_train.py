@@ -84,11 +84,9 @@ def plain_loop(model_path: str, rows: dict, steps: list[str], batch: int, spec: 
 
 
 def ours(model_path: str, rows: dict, args, workers: int) -> dict:
-    import ray.data
-
     datasets, sizes = {}, {}
     for stage, stage_rows_ in rows.items():
-        datasets[stage], sizes[stage] = prepare_stage(ray.data.from_items(stage_rows_), model_path=model_path,
+        datasets[stage], sizes[stage] = prepare_stage(stage_rows_, model_path=model_path,
                                                       max_length=200, batch_size=args.batch, world_size=workers)
     plan = stage_plan("recall_analyze_summarize", args.interval, 5)
     steps = schedule(sizes, plan, max_steps=args.steps)

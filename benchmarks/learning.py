@@ -13,15 +13,15 @@ else is the real pipeline, per seed and student family (tiny T5 / tiny Llama, bu
 
 Prints and writes benchmarks/results/learning.{json,md,png}: test accuracy mean +- std over seeds per mode
 and per reflect round, with chance level and the rule oracle's score (the chain's upper bound), and every
-unit's seconds. The seeds' shared inputs (world, teacher, oracle, students) are made first; then each family
-runs in its own process with its own local Ray (--jobs at a time), appending finished units to
+unit's seconds. The seeds' shared inputs (world, teacher, oracle, students) are made first; then each (family,
+seed) runs in its own process with its own local Ray (--jobs at a time), appending finished units to
 <work>/results.jsonl, so a rerun resumes; --fresh starts over. Any text under the "## Interpretation" heading
 of an existing learning.md is kept.
 
-Where the time goes on a 2-core CPU: a phase-1 unit trains 1500 optimizer steps (~2 min), and each sft() also
-pays Ray Data tokenization, the Ray Train controller and worker group, DeepSpeed init and the checkpoint, and
-each evaluation a sampler pool start-up: ~120 s more per unit with two units side by side (the default grid
-took 60 min here, see results/learning.md).
+Where the time goes on a 2-core CPU: a phase-1 unit trains 1500 optimizer steps (1-3 min with two units side
+by side), and each sft() also pays the Ray Train controller and worker group, DeepSpeed init and the
+checkpoint (~25 s), and each evaluation a sampler pool start-up (~10 s); each (family, seed) then runs two
+reflect rounds (~3 min). results/learning.md has the latest run's total and its split.
 
 What the students need to learn (measured with a plain loop beside the pipeline, see results/learning.md):
 recall and the summary are learned within a few hundred steps, the per-option analysis (look the option up by
@@ -89,6 +89,7 @@ def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny
         "reflect": {"iterations": max(args.rounds, 1), "samples": args.reflect_samples,
                     "analyze_samples": args.reflect_samples, "max_questions": args.reflect_questions,
                     "cycles": args.reflect_cycles, "lr": args.reflect_lr, "batch_size": args.batch_size,
+                    "temperature": args.reflect_temperature,
                     "seed": seed},
         "eval": {"batch_size": 64, "samples": 1},
         "cluster": {"num_cpus": 4},  # logical CPUs: driver, pool actor and train worker fit on 2 cores
@@ -282,7 +283,7 @@ def run_mode(args, work: Path, family: str, seed: int, mode: str, teach_run: Pat
     if fit.best_dir is None:
         raise RuntimeError(f"sft {family} seed {seed} {mode}: no best checkpoint in {run_dir}")
     row = {"family": family, "seed": seed, "stage": mode, "best": fit.best_dir, "valid": fit.best_accuracy,
-           "steps": fit.steps, "train_seconds": round(fit.train_seconds, 1),
+           "steps": fit.steps, "train_seconds": round(fit.train_seconds, 1), "sft_seconds": round(fit.seconds, 1),
            **score(cfg, fit.best_dir, run_dir, "sft", args.train_sample), "seconds": round(time.time() - t0, 1)}
     say(f"{family} seed {seed} {mode}: test {row['test']:.3f} train {row.get('train', float('nan')):.3f} "
         f"valid {row['valid']:.3f} ({row['seconds']:.0f} s)")
@@ -313,7 +314,7 @@ def run_reflect(args, work: Path, family: str, seed: int, teach_run: Path, cache
             model = rec["best"]
             row = {"family": family, "seed": seed, "stage": stage, "best": model, "valid": rec.get("val_accuracy"),
                    "pairs": {"recall": rec["recall_pairs"], "analyze": rec["analyze_pairs"]},
-                   "margin": [rec.get("margin_start"), rec.get("margin_end")], "steps": rec.get("steps"),
+                   "logp_margin": rec.get("logp_margin"), "steps": rec.get("steps"),
                    **score(cfg, model, run_dir, stage, args.train_sample)}
         else:  # no pairs to train on: the model stays the previous one (as `tinythinker run` keeps it)
             row = {k: previous[k] for k in ("best", "valid", "test", "train") if k in previous}
@@ -395,7 +396,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, "
                 f"batch {a['batch_size']}, lr {a['lr']}, interval {a['interval']}); reflect rounds = phase 2 (RPO) "
                 f"on the R+A+S model ({a['reflect_questions']} training questions x {a['reflect_samples']} "
-                f"samples, {a['reflect_cycles']} cycles, lr {a['reflect_lr']}).",
+                f"samples at temperature {a.get('reflect_temperature', 0.7)}, {a['reflect_cycles']} cycles, "
+                f"lr {a['reflect_lr']}).",
             f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} "
             f"per question; over all seeds it kept {t['kept']} rationales for {t['questions']} questions and "
@@ -403,7 +405,11 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties; "
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
             f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from "
-            f"an earlier invocation's cache; all units together took {meta['unit_seconds'] / 60:.1f} min)."]
+            f"an earlier invocation's cache; all units together took {meta['unit_seconds'] / 60:.1f} min: "
+            f"{meta.get('unit_train_seconds', 0) / 60:.1f} min of phase-1 optimizer steps, "
+            f"{(meta.get('unit_sft_seconds', 0) - meta.get('unit_train_seconds', 0)) / 60:.1f} min of phase-1 "
+            f"start-up around them (Ray Data, Ray Train, DeepSpeed, checkpoints), the rest evaluation, "
+            f"reflection and the teacher)."]
     return "\n".join(out) + "\n"
 
 
@@ -454,8 +460,9 @@ def write_report(rows: list[dict], args, seconds: float, cached: int, work: Path
             "majority": statistics.fmean(majority_share(work, s) for s in seeds),
             "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")},
             "args": vars(args), "seconds": seconds, "cached": cached,
-            "unit_seconds": sum(r.get("seconds", 0) for r in rows
-                                if r["seed"] in seeds and r["family"] in (*families, "teacher")),
+            **{f"unit_{k}": sum(r.get(k) or 0 for r in rows
+                                if r["seed"] in seeds and r["family"] in (*families, "teacher"))
+               for k in ("seconds", "sft_seconds", "train_seconds")},
             "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"}
     out.mkdir(parents=True, exist_ok=True)
     (out / "learning.json").write_text(json.dumps({"meta": meta, "table": lines, "runs": rows}, indent=2) + "\n")
@@ -478,8 +485,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--fresh", action="store_true", help="delete --work first")
     ap.add_argument("--report", action="store_true", help="only write the report from the units cached so far")
-    ap.add_argument("--jobs", type=int, default=2, help="families trained side by side, one process each")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a family's process (run_children)
+    ap.add_argument("--jobs", type=int, default=2, help="(family, seed) runs side by side, one process each")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a (family, seed) process (run_children)
     # the world
     ap.add_argument("--categories", type=int, default=4)
     ap.add_argument("--entities", type=int, default=24)
@@ -498,6 +505,7 @@ def main() -> None:
     # phase 1
     ap.add_argument("--steps", type=int, default=1500, help="optimizer steps of every mode (0: use --epochs)")
     ap.add_argument("--epochs", type=float, default=12, help="with --steps 0: epochs of each mode's data")
+    # not 16: it halves a step's compute, but at 1500 steps no Llama learned R+S (seeds 0, 1: 0.36, 0.29 test)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     # interval 1 (blocks of 1 recall, 3 analyze, 1 summarize batches) and no length buckets: with interval 5 or
@@ -513,6 +521,9 @@ def main() -> None:
     ap.add_argument("--reflect-samples", type=int, default=4)
     ap.add_argument("--reflect-cycles", type=int, default=2)
     ap.add_argument("--reflect-lr", type=float, default=1e-4)
+    # not the pipeline's 0.7: the from-scratch students are so sharp that at 0.7 a question's sampled chains
+    # were identical, so no question had a chosen and a rejected chain (0 pairs in every run, learning.md)
+    ap.add_argument("--reflect-temperature", type=float, default=1.5, help="self-generation temperature")
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -539,11 +550,12 @@ def main() -> None:
             student(work, family, seed)
     if args.report:
         pass
-    elif args.child or len(families) == 1 or args.jobs == 1:
-        for family in families:
-            run_family(args, work, family, seeds, modes, cache)
+    elif args.child or len(families) * len(seeds) == 1 or args.jobs == 1:
+        for seed in seeds:
+            for family in families:
+                run_family(args, work, family, seed, modes, cache)
     else:
-        run_children(families, args.jobs)
+        run_children(families, seeds, args.jobs)
     if args.child:
         return
     seconds = time.time() - t0
@@ -552,36 +564,39 @@ def main() -> None:
     say(f"done in {seconds / 60:.1f} min -> {args.out}/learning.{{md,json,png}}")
 
 
-def run_family(args, work: Path, family: str, seeds: list[int], modes: list[str], cache: Cache) -> None:
-    for seed in seeds:
-        teach_run = work / f"seed{seed}" / "teach-run"
-        for mode in modes:
-            run_mode(args, work, family, seed, mode, teach_run, cache)
-        if args.rounds:
-            run_reflect(args, work, family, seed, teach_run, cache)
+def run_family(args, work: Path, family: str, seed: int, modes: list[str], cache: Cache) -> None:
+    """One student's runs: every phase-1 mode, then the reflect rounds on the full mode."""
+    teach_run = work / f"seed{seed}" / "teach-run"
+    for mode in modes:
+        run_mode(args, work, family, seed, mode, teach_run, cache)
+    if args.rounds:
+        run_reflect(args, work, family, seed, teach_run, cache)
 
 
-def run_children(families: list[str], jobs: int) -> None:
-    """Each family in its own process (its own local Ray), `jobs` at a time: a Ray Train worker trains on one
-    thread and much of a run is start-up and waiting, so two runs side by side use the 2 cores of a small
-    machine better than one after the other. Finished units go to the shared results cache as they end."""
+def run_children(families: list[str], seeds: list[int], jobs: int) -> None:
+    """Each (family, seed) in its own process (its own local Ray), `jobs` at a time: a Ray Train worker trains
+    on one thread and much of a run is start-up and waiting, so two runs side by side use the 2 cores of a
+    small machine better than one after the other; a queue of (family, seed), not one process per family, so
+    that the faster family's process does not finish early and leave a core idle. Finished units go to the
+    shared results cache as they end."""
     import ray
 
     ray.shutdown()  # the parent's Ray (teacher, oracle) is not needed while the children run
     argv = [a for a in sys.argv[1:] if a != "--fresh"]
-    queue, running, failed = list(families), [], []
+    queue, running, failed = [(f, s) for s in seeds for f in families], [], []
     while queue or running:
         while queue and len(running) < jobs:
-            family = queue.pop(0)
-            say(f"starting the {family} runs in a child process")
-            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--families", family, "--child"]
-            running.append((family, subprocess.Popen(cmd)))
+            family, seed = queue.pop(0)
+            say(f"starting the {family} seed {seed} runs in a child process")
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--families", family, "--seeds", str(seed),
+                   "--child"]
+            running.append((f"{family} seed {seed}", subprocess.Popen(cmd)))
         time.sleep(2)
-        for family, proc in list(running):
+        for name, proc in list(running):
             if proc.poll() is not None:
-                running.remove((family, proc))
+                running.remove((name, proc))
                 if proc.returncode:
-                    failed.append(f"{family} (exit {proc.returncode})")
+                    failed.append(f"{name} (exit {proc.returncode})")
     if failed:
         raise SystemExit(f"learning check: the runs of {', '.join(failed)} failed; rerun to resume them")
 

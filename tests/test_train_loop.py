@@ -94,40 +94,41 @@ def test_epoch_windows_shuffle_rows_and_bucket_them_by_length():
     assert sorted(plain["length"].tolist()) == list(range(32))
 
 
-def test_a_shard_kept_in_memory_gives_every_row_once_per_epoch_in_a_new_order(ray_local):
+def test_a_shard_kept_in_memory_gives_every_row_once_per_epoch_in_a_seeded_new_order(ray_local):
     import ray.data
 
     from tinythinker_ray.train.batches import memory_epoch, read_shard
 
     rows = read_shard(ray.data.from_items([{"input_ids": [i] * (1 + i % 3), "qid": i} for i in range(42)]).iterator())
-    epochs = [list(memory_epoch(rows, batch_size=8, bucket=True, collate=lambda b: b)) for _ in range(2)]
+    epochs = [list(memory_epoch(rows, batch_size=8, bucket=True, collate=lambda b: b, seed=(0, 0, e)))
+              for e in (0, 1, 0)]
     for batches in epochs:
         assert [len(b["qid"]) for b in batches] == [8] * 5  # full batches only: 2 rows wait for another epoch
         seen = np.concatenate([b["qid"] for b in batches]).tolist()
         assert len(set(seen)) == 40 and all(len(ids) == 1 + q % 3 for b in batches
                                             for ids, q in zip(b["input_ids"], b["qid"], strict=True))
-    assert [b["qid"].tolist() for b in epochs[0]] != [b["qid"].tolist() for b in epochs[1]]
+    order = [[b["qid"].tolist() for b in batches] for batches in epochs]
+    assert order[0] != order[1] and order[0] == order[2]  # a new order every epoch, the same one on a rerun
 
 
 def test_prepare_stage_shuffles_the_file_order_once_by_seed(ray_local, tiny_llama):
     """A stage file lists a question's rows side by side and an epoch only reshuffles locally, so preparation
     mixes the whole file once (the learning check's students learned far slower without it)."""
-    import ray.data
-
     from tinythinker_ray.train.batches import prepare_stage, tokenizer_for
 
     tok, _ = tokenizer_for(tiny_llama)
     rows = [{"input": f"question {i}", "target": "yes"} for i in range(600)]
 
-    def order(seed):  # (seeded, but Ray's shuffle does not fix the order its blocks come out in)
-        ds, batches = prepare_stage(ray.data.from_items(rows), model_path=tiny_llama, max_length=32, batch_size=8,
-                                    world_size=2, seed=seed)
+    def order(seed):
+        ds, batches = prepare_stage(rows, model_path=tiny_llama, max_length=32, batch_size=8, world_size=2,
+                                    seed=seed)
         assert batches == 600 // 2 // 8
         return [int(tok.decode(r["input_ids"], skip_special_tokens=True).split()[1]) for r in ds.take_all()]
 
     a = order(7)
     assert sorted(a) == list(range(600))  # every row once
     assert max(a[:100]) - min(a[:100]) > 400  # the first rows come from all over the file
+    assert order(7) == a and order(8) != a  # one order per seed
 
 
 # ----- DeepSpeed config and learning rate (no Ray) ----------------------------------------------------------------
@@ -169,13 +170,11 @@ def test_lr_schedule_warms_up_then_decays(name, end):
 def _job(model_path: str, out_dir: Path, questions, *, zero: int, max_steps: int, lr: float, eval_every=None,
          copies: int = 1, name: str = "loop", memory_epoch_rows: int = 100_000):
     """What a driver does before fit(): tokenized Ray datasets, the schedule, the spec."""
-    import ray.data
-
     train = TrainConfig(num_workers=2, zero_stage=zero, log_every=5, checkpoints_to_keep=1,
                         memory_epoch_rows=memory_epoch_rows)
     datasets, sizes = {}, {}
     for stage, rows in overfit_rows(questions, copies).items():
-        datasets[stage], sizes[stage] = prepare_stage(ray.data.from_items(rows), model_path=model_path,
+        datasets[stage], sizes[stage] = prepare_stage(rows, model_path=model_path,
                                                       max_length=200, batch_size=4, world_size=2)
     plan = stage_plan("recall_analyze_summarize", 1, len(questions[0].options))
     spec = FitSpec(model_path=model_path, out_dir=str(out_dir), steps=schedule(sizes, plan, max_steps=max_steps),

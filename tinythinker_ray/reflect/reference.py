@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..config import Config
-from ..train.batches import PAIR_COLUMNS, collate_pairs, encode_pair_rows
+from ..train.batches import PAIR_COLUMNS, collate_pairs, encode_pair_rows, shuffled_dataset
 from ..train.losses import pair_logps
 
 REF = ("ref_chosen_logp", "ref_rejected_logp")
@@ -60,10 +60,8 @@ def score_pairs(ds, model_path: str, cfg: Config, prefix: str):
 
 def with_reference_logps(pairs: list[dict], model_path: str, cfg: Config):
     """Pairs of every stage -> one materialized dataset: "stage", token and reference columns."""
-    import ray
-
-    ds = ray.data.from_items([{k: p[k] for k in ("prompt", "chosen", "rejected", "stage")} for p in pairs])
-    ds = ds.random_shuffle(seed=cfg.reflect.seed)  # pairs come grouped by question: see batches.prepare_stage
+    ds = shuffled_dataset([{k: p[k] for k in ("prompt", "chosen", "rejected", "stage")} for p in pairs],
+                          cfg.reflect.seed)  # pairs come grouped by question
     ds = ds.map_batches(_encode, fn_kwargs={"model_path": model_path, "max_length": cfg.student.max_length},
                         batch_format="numpy", batch_size=256)
     return score_pairs(ds, model_path, cfg, "ref").materialize()

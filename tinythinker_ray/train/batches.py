@@ -13,6 +13,7 @@ Phase 2 reuses `encode_example` for chosen/rejected targets and adds its own enc
 from __future__ import annotations
 
 import functools
+import random
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ import torch
 from .losses import IGNORE
 
 WINDOW_BATCHES = 8  # rows are shuffled (and length-bucketed) within windows of this many batches
+# rows per Ray block when a list becomes a dataset: from_items' default (up to 200 blocks) cut a 600-row stage
+# into 3-row blocks, and Ray's shuffle and tokenization of them took 15-40 s of tiny tasks per stage
+BLOCK_ROWS = 4096
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,17 +72,29 @@ def tokenize_dataset(ds, model_path: str, max_length: int):
                           batch_format="numpy", batch_size=256)
 
 
-def prepare_stage(ds, *, model_path: str, max_length: int, batch_size: int, world_size: int,
+def shuffled_dataset(rows: list[dict], seed: int | None):
+    """The rows in one random order (the same for a seed) as a Ray Dataset of BLOCK_ROWS-row blocks.
+
+    Stage files and pair lists keep a question's rows side by side and an epoch reshuffles only the block order
+    and rows within windows of a few batches (epoch_stream), so without one global shuffle every batch is drawn
+    from one stretch of the file: the learning check's students then learned far slower. The driver already
+    holds the rows, so it shuffles them itself.
+    """
+    import ray.data
+
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // BLOCK_ROWS)))
+
+
+def prepare_stage(rows: list[dict], *, model_path: str, max_length: int, batch_size: int, world_size: int,
                   seed: int | None = None):
-    """Shuffle and tokenize a stage dataset once into Ray's object store -> (dataset, batches per worker per epoch).
+    """Shuffle and tokenize a stage's rows once into Ray's object store -> (dataset, batches per worker per epoch).
 
     Epochs re-read the token blocks, not the text. Ray Train splits each dataset equally across workers
     (streaming_split(equal=True)), so each gets rows // world rows, cut into batch_size (drop_last) batches.
     """
-    # Rows come in file order (one question's rows side by side) and an epoch reshuffles only the block order
-    # and rows within windows of a few batches (epoch_stream), so without one global shuffle every batch is
-    # drawn from one stretch of the file: the learning check's students then learned far slower.
-    ds = tokenize_dataset(ds.random_shuffle(seed=seed), model_path, max_length).materialize()
+    ds = tokenize_dataset(shuffled_dataset(rows, seed), model_path, max_length).materialize()
     return ds, ds.count() // world_size // batch_size
 
 
@@ -95,8 +111,9 @@ def epoch_stream(ds, *, batch_size: int, bucket: bool):
     return out
 
 
-def _shuffle_window(batch: dict[str, np.ndarray], *, batch_size: int, bucket: bool) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng()
+def _shuffle_window(batch: dict[str, np.ndarray], *, batch_size: int, bucket: bool,
+                    seed=None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
     order = rng.permutation(len(next(iter(batch.values()))))
     if bucket:
         order = order[np.argsort(batch["length"][order], kind="stable")]
@@ -113,12 +130,12 @@ def read_shard(shard) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def memory_epoch(rows: dict[str, np.ndarray], *, batch_size: int, bucket: bool, collate):
+def memory_epoch(rows: dict[str, np.ndarray], *, batch_size: int, bucket: bool, collate, seed=None):
     """One epoch of a shard kept in memory: the rows reshuffled (as `epoch_stream` does, the whole shard being
-    one window), cut into full batches, each collated."""
+    one window) in the order `seed` gives, cut into full batches, each collated."""
     if not rows:
         return
-    rows = _shuffle_window(rows, batch_size=batch_size, bucket=bucket and "length" in rows)
+    rows = _shuffle_window(rows, batch_size=batch_size, bucket=bucket and "length" in rows, seed=seed)
     n = len(next(iter(rows.values())))
     for i in range(0, n - batch_size + 1, batch_size):
         yield collate({k: v[i:i + batch_size] for k, v in rows.items()})

@@ -136,8 +136,10 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
                                                checkpoint_score_order="max"),
             worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}} if not tc.use_gpu else None,
             callbacks=_tune_callbacks()),
-        datasets={s: epoch_stream(datasets[s], batch_size=spec.batch_size,
-                                  bucket=tc.bucket_by_length and "length" in datasets[s].columns())
+        # a memory stage is read once and reshuffled on the worker (batches.memory_epoch): no epoch_stream pass
+        datasets={s: datasets[s] if s in memory else
+                  epoch_stream(datasets[s], batch_size=spec.batch_size,
+                               bucket=tc.bucket_by_length and "length" in datasets[s].columns())
                   for s in stages},
     )
     result = trainer.fit()
@@ -260,14 +262,16 @@ def _worker(config: dict) -> None:
 
     kept: dict = {}  # stage -> its shard's rows, for spec.memory_stages (read at the first epoch)
 
-    def open_epoch() -> dict:  # each call starts a new epoch of every shard, in a new order
+    def open_epoch(epoch: int) -> dict:  # each call starts a new epoch of every shard, in a new order
         out = {}
         for s, shard in shards.items():
             if s in spec.memory_stages:
                 if s not in kept:
                     kept[s] = read_shard(shard)
+                # seeded by epoch: a resumed run replays its epoch's order, so skipping the trained batches is exact
                 out[s] = (_to_device(b, device) for b in memory_epoch(
-                    kept[s], batch_size=spec.batch_size, bucket=spec.train.bucket_by_length, collate=collate))
+                    kept[s], batch_size=spec.batch_size, bucket=spec.train.bucket_by_length, collate=collate,
+                    seed=(spec.seed, rank, epoch)))
             else:
                 out[s] = iter(shard.iter_torch_batches(batch_size=spec.batch_size, drop_last=True,
                                                        collate_fn=collate, device=device))
@@ -280,7 +284,7 @@ def _worker(config: dict) -> None:
         epoch, in_epoch = divmod(step, spec.steps_per_epoch)
         t = time.perf_counter()
         if not iters or in_epoch == 0:
-            iters = open_epoch()
+            iters = open_epoch(epoch)
             # a resumed run first skips the batches its epoch already trained: the rest of the epoch lines up
             for stage, n in Counter(spec.steps[step - in_epoch:step]).items():
                 for _ in range(n):

@@ -54,8 +54,6 @@ def num_options(rows: list[dict], path: Path) -> int:
 
 def sft(cfg: Config, model: str | None = None) -> FitResult:
     """Train `model` (default `student.model`) on the run's stage datasets; returns the fit result."""
-    import ray.data
-
     from ..models import resolve_model
     from ..raylib import ensure_ray
 
@@ -72,7 +70,7 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
     datasets, sizes = {}, {}
     for s in stages:
         datasets[s], sizes[s] = prepare_stage(
-            ray.data.from_items(rows[s]), model_path=model_path, max_length=cfg.student.max_length,
+            rows[s], model_path=model_path, max_length=cfg.student.max_length,
             batch_size=cfg.sft.batch_size, world_size=cfg.train.num_workers, seed=cfg.sft.seed)
     plan = stage_plan(cfg.sft.mode, cfg.sft.interval, options)
     steps = schedule(sizes, plan, epochs=cfg.sft.epochs, max_steps=cfg.sft.max_steps)
