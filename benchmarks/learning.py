@@ -396,7 +396,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, "
                 f"batch {a['batch_size']}, lr {a['lr']}, interval {a['interval']}); reflect rounds = phase 2 (RPO) "
                 f"on the R+A+S model ({a['reflect_questions']} training questions x {a['reflect_samples']} "
-                f"samples at temperature {a.get('reflect_temperature', 0.7)}, {a['reflect_cycles']} cycles, "
+                f"samples at temperature {a['reflect_temperature']}, {a['reflect_cycles']} cycles, "
                 f"lr {a['reflect_lr']}).",
             f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} "
@@ -406,8 +406,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
             f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from "
             f"an earlier invocation's cache; all units together took {meta['unit_seconds'] / 60:.1f} min: "
-            f"{meta.get('unit_train_seconds', 0) / 60:.1f} min of phase-1 optimizer steps, "
-            f"{(meta.get('unit_sft_seconds', 0) - meta.get('unit_train_seconds', 0)) / 60:.1f} min of phase-1 "
+            f"{meta['unit_train_seconds'] / 60:.1f} min of phase-1 optimizer steps, "
+            f"{(meta['unit_sft_seconds'] - meta['unit_train_seconds']) / 60:.1f} min of phase-1 "
             f"start-up around them (Ray Data, Ray Train, DeepSpeed, checkpoints), the rest evaluation, "
             f"reflection and the teacher)."]
     return "\n".join(out) + "\n"
