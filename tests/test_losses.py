@@ -93,3 +93,26 @@ def test_sft_loss_and_sequence_logps_on_real_models(family, request):
               "labels": batch["labels"][:1, :n_labels]}
     with torch.no_grad():
         assert torch.allclose(sequence_logps(model, single), seq[:1], atol=1e-4)
+
+
+def test_causal_output_layer_runs_only_where_targets_are_and_gives_hf_gradients(tiny_llama):
+    """token_logps asks a causal LM for logits only at positions some row has a target token: the output layer
+    sees fewer positions than the sequence, and the loss and every gradient equal HF's full-logits label loss."""
+    from tinythinker_ray.models import load_student
+
+    model, _ = load_student(tiny_llama)
+    batch, _ = _batch(tiny_llama)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    loss, _ = sft_loss(model, batch)
+    hook.remove()
+    needed = int((batch["labels"][:, 1:] != IGNORE).any(0).sum())
+    assert seen == [needed] and needed < batch["input_ids"].shape[1] - 1
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    hf = model(**batch).loss
+    hf.backward()
+    assert torch.allclose(loss, hf, atol=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(ours[n], p.grad, atol=1e-6), n

