@@ -97,15 +97,21 @@ def test_epoch_windows_shuffle_rows_and_bucket_them_by_length():
 def test_a_shard_kept_in_memory_gives_every_row_once_per_epoch_in_a_seeded_new_order(ray_local):
     import ray.data
 
-    from tinythinker_ray.train.batches import memory_epoch, read_shard
+    from tinythinker_ray.train.batches import memory_epoch, memory_shards, read_blocks
 
-    rows = read_shard(ray.data.from_items([{"input_ids": [i] * (1 + i % 3), "qid": i} for i in range(42)]).iterator())
+    ds = ray.data.from_items([{"input_ids": [i] * (1 + i % 3), "qid": i} for i in range(85)],
+                             override_num_blocks=3).materialize()
+    shards = [read_blocks(refs) for refs in memory_shards(ds, 2)]
+    qids = [sh["qid"].tolist() for sh in shards]
+    assert [len(q) for q in qids] == [42, 42] and not set(qids[0]) & set(qids[1])  # equal, disjoint, 1 row left
+    assert [read_blocks(refs)["qid"].tolist() for refs in memory_shards(ds, 2)] == qids  # the same cut again
+    rows = shards[1]
     epochs = [list(memory_epoch(rows, batch_size=8, bucket=True, collate=lambda b: b, seed=(0, 0, e)))
               for e in (0, 1, 0)]
     for batches in epochs:
         assert [len(b["qid"]) for b in batches] == [8] * 5  # full batches only: 2 rows wait for another epoch
         seen = np.concatenate([b["qid"] for b in batches]).tolist()
-        assert len(set(seen)) == 40 and all(len(ids) == 1 + q % 3 for b in batches
+        assert len(set(seen)) == 40 and set(seen) <= set(qids[1]) and all(len(ids) == 1 + q % 3 for b in batches
                                             for ids, q in zip(b["input_ids"], b["qid"], strict=True))
     order = [[b["qid"].tolist() for b in batches] for batches in epochs]
     assert order[0] != order[1] and order[0] == order[2]  # a new order every epoch, the same one on a rerun

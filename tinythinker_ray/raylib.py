@@ -1,8 +1,10 @@
-"""Starting Ray the one way every driver shares."""
+"""Starting Ray the one way every driver shares, and what Ray Data task workers keep between tasks."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from .config import Config
 
@@ -21,5 +23,43 @@ def ensure_ray(cfg: Config):
         if address:
             ray.init(address=address)  # a cluster declares its own CPUs
         else:
-            ray.init(address="local", num_cpus=cfg.cluster.num_cpus)
+            start_local_ray(cfg.cluster.num_cpus)
     return ray
+
+
+def start_local_ray(num_cpus: int | None) -> None:
+    """A private Ray on this machine. Its one node is never drained, so Ray Train's preemption watcher (an actor
+    per training run, ~1.5 CPU-s to start on 2 cores) is turned off for the drivers of this process tree."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # read by every later TorchTrainer
+    ray.init(address="local", num_cpus=num_cpus)
+
+
+_KEPT: dict[Hashable, Any] = {}
+
+
+def kept_in_process(key: Hashable, build: Callable[[], Any]) -> Any:
+    """`build()` once per process for `key`; a new key replaces the old object (one model at a time).
+
+    Ray reuses a job's task worker processes, so an engine kept here serves every later Ray Data task that
+    lands in the same process (the next eval, self-generation pass or reflect round), where an actor pool
+    starts a new process and loads torch, transformers and the model again each time (~5 s on 2 cores).
+    """
+    if key not in _KEPT:
+        for old in _KEPT.values():
+            getattr(old, "close", lambda: None)()
+        _KEPT.clear()
+        _KEPT[key] = build()
+    return _KEPT[key]
+
+
+def folder_stamp(path: str | None) -> tuple:
+    """Tells a model folder's (or file's) current content apart from an earlier one under the same path:
+    trainers swap each new best in as a new folder, and save_pretrained may rewrite files in place."""
+    try:
+        st = os.stat(path)
+        files = [e.stat().st_mtime_ns for e in os.scandir(path) if e.is_file()] if os.path.isdir(path) else []
+    except (OSError, TypeError):
+        return (path,)  # a hub name, an endpoint's model name, or nothing
+    return path, st.st_ino, st.st_mtime_ns, max(files, default=0)

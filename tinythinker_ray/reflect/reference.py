@@ -1,7 +1,7 @@
 """Reference log-probs for RPO, computed ONCE per round in a Ray Data pass: the trainer holds no second model.
 
 pairs {"prompt", "chosen", "rejected", "stage"} --tokenize (Ray Data tasks)--> chosen/rejected token columns
-      --PairScorer (Ray Data actors holding the reference model)--> + ref_chosen_logp, ref_rejected_logp
+      --PairScorer (Ray Data workers holding the reference model)--> + ref_chosen_logp, ref_rejected_logp
 Both stages go through one pass, then split into one dataset per stage for the trainer. The scores come from
 `train.losses.pair_logps` on `train.batches.collate_pairs`, the very code that scores the policy in training,
 so at step 0 the policy's rewards are exactly 0. The same actor scores the round's best checkpoint afterwards
@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..config import Config
+from ..raylib import folder_stamp, kept_in_process
 from ..train.batches import PAIR_COLUMNS, collate_pairs, encode_pair_rows, shuffled_dataset
 from ..train.losses import pair_logps
 
@@ -22,7 +23,8 @@ REF = ("ref_chosen_logp", "ref_rejected_logp")
 
 
 class PairScorer:
-    """One replica: loads a student once, adds `<prefix>_chosen_logp` / `<prefix>_rejected_logp` columns."""
+    """One replica: loads a student once, adds `<prefix>_chosen_logp` / `<prefix>_rejected_logp` columns.
+    An actor on GPUs; on CPU a Ray Data task keeps it in its worker process instead (`_score_in_task`)."""
 
     def __init__(self, model_path: str, prefix: str, use_gpu: bool, bf16: bool):
         import torch
@@ -37,25 +39,40 @@ class PairScorer:
         self.prefix = prefix
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.score(batch, self.prefix)
+
+    def score(self, batch: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
         import torch
 
         tensors = {k: v.to(self.device) for k, v in collate_pairs(batch, self.tok.pad_token_id).items()}
         with torch.no_grad():
             chosen, rejected, _ = pair_logps(self.model, tensors)
-        batch[f"{self.prefix}_chosen_logp"] = chosen.float().cpu().numpy()
-        batch[f"{self.prefix}_rejected_logp"] = rejected.float().cpu().numpy()
+        batch[f"{prefix}_chosen_logp"] = chosen.float().cpu().numpy()
+        batch[f"{prefix}_rejected_logp"] = rejected.float().cpu().numpy()
         return batch
+
+
+def _score_in_task(batch: dict[str, np.ndarray], *, model_path: str, prefix: str, bf16: bool):
+    """A CPU Ray Data task: the scorer of `model_path` kept in this worker process (see raylib.kept_in_process)."""
+    scorer = kept_in_process(("pair scorer", folder_stamp(model_path), bf16),
+                             lambda: PairScorer(model_path, prefix, use_gpu=False, bf16=bf16))
+    return scorer.score(batch, prefix)
 
 
 def score_pairs(ds, model_path: str, cfg: Config, prefix: str):
     """Lazily add one model's summed chosen/rejected log-probs to a tokenized pair dataset."""
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
     tc = cfg.train
     bf16 = tc.use_gpu if tc.bf16 is None else tc.bf16
+    common = {"batch_size": cfg.reflect.batch_size, "batch_format": "numpy", "num_cpus": tc.cpus_per_worker}
+    if not tc.use_gpu:
+        return ds.map_batches(_score_in_task, fn_kwargs={"model_path": model_path, "prefix": prefix, "bf16": bf16},
+                              compute=TaskPoolStrategy(size=tc.num_workers), **common)
     return ds.map_batches(PairScorer, fn_constructor_kwargs={"model_path": model_path, "prefix": prefix,
-                                                             "use_gpu": tc.use_gpu, "bf16": bf16},
-                          batch_size=cfg.reflect.batch_size, batch_format="numpy",
-                          concurrency=(1, tc.num_workers),
-                          num_cpus=tc.cpus_per_worker, num_gpus=tc.gpus_per_worker if tc.use_gpu else 0)
+                                                             "use_gpu": True, "bf16": bf16},
+                          compute=ActorPoolStrategy(min_size=1, max_size=tc.num_workers),
+                          num_gpus=tc.gpus_per_worker, **common)
 
 
 def with_reference_logps(pairs: list[dict], model_path: str, cfg: Config):

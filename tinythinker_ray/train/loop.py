@@ -5,8 +5,9 @@
 - `datasets`: {stage: tokenized, materialized Ray Dataset} (batches.prepare_stage). fit() wraps each in
   `epoch_stream` (new block order and row shuffle every epoch; length buckets when it has a "length" column
   and train.bucket_by_length), Ray Train splits it equally across the workers, and a worker only ever sees
-  `ray.train.get_dataset_shard(stage)`. A shard of at most `train.memory_epoch_rows` rows is read once and
-  reshuffled in the worker's memory every epoch (`memory_epoch`) instead of a Ray Data pass per epoch.
+  `ray.train.get_dataset_shard(stage)`. A stage of at most `train.memory_epoch_rows` rows per worker is cut
+  into equal shards by the driver instead (`batches.memory_shards`: block references, no split actors); each
+  worker fetches its shard once and reshuffles it in memory every epoch (`memory_epoch`).
 - `spec.steps`: the stage of every global step (schedule.py), identical on every worker, so all ranks run
   the same collectives in the same order.
 - `objective`: how a Ray batch becomes tensors (`collate`) and tensors become a loss (`loss`). Phase 1 passes
@@ -44,7 +45,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..storage import append_jsonl, copy_tree, mirror_of, read_jsonl
 from . import tracking
-from .batches import epoch_stream, memory_epoch, read_shard
+from .batches import epoch_stream, memory_epoch, memory_shards, read_blocks
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder
 
@@ -84,7 +85,6 @@ class FitSpec:
     eval_every: int | None = None  # None: only at the end
     name: str = "train"  # Ray Train run name: the same name + out_dir resumes
     remote_out: str | None = None  # set by fit() when out_dir mirrors a remote run_dir (storage.mirror_of)
-    memory_stages: tuple[str, ...] = ()  # set by fit(): stages whose shards stay in worker memory
     seed: int = 42
     phase: str = "train"  # prefix in console lines and metrics
 
@@ -121,12 +121,13 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
     remote = mirror_of(out)
     stages = sorted(set(spec.steps))
     memory = tuple(s for s in stages if datasets[s].count() // tc.num_workers <= tc.memory_epoch_rows)
-    spec = replace(spec, remote_out=remote, memory_stages=memory)
+    spec = replace(spec, remote_out=remote)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
     score = "val_accuracy" if evaluate is not None else None
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec, "objective": objective, "evaluate": evaluate},
+        train_loop_config={"spec": spec, "objective": objective, "evaluate": evaluate,
+                           "memory_shards": {s: memory_shards(datasets[s], tc.num_workers) for s in memory}},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -136,11 +137,10 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
                                                checkpoint_score_order="max"),
             worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}} if not tc.use_gpu else None,
             callbacks=_tune_callbacks()),
-        # a memory stage is read once and reshuffled on the worker (batches.memory_epoch): no epoch_stream pass
-        datasets={s: datasets[s] if s in memory else
-                  epoch_stream(datasets[s], batch_size=spec.batch_size,
-                               bucket=tc.bucket_by_length and "length" in datasets[s].columns())
-                  for s in stages},
+        # memory stages travel as shards in train_loop_config (read once, reshuffled on the worker)
+        datasets={s: epoch_stream(datasets[s], batch_size=spec.batch_size,
+                                  bucket=tc.bucket_by_length and "length" in datasets[s].columns())
+                  for s in stages if s not in memory},
     )
     result = trainer.fit()
     if remote:
@@ -257,24 +257,25 @@ def _worker(config: dict) -> None:
     log.event({"kind": "start", "step": start, "total_steps": total, "resumed": checkpoint is not None,
                "world_size": world, "objective": objective.name})
 
-    shards = {s: ray.train.get_dataset_shard(s) for s in sorted(set(spec.steps))}
+    in_memory = config["memory_shards"]  # stage -> every rank's block references (small stages only)
+    shards = {s: ray.train.get_dataset_shard(s) for s in sorted(set(spec.steps)) if s not in in_memory}
     collate = partial(objective.collate, pad_id=tok.pad_token_id)
 
-    kept: dict = {}  # stage -> its shard's rows, for spec.memory_stages (read at the first epoch)
+    kept: dict = {}  # stage -> this rank's rows of a memory stage (fetched at the first epoch)
 
-    def open_epoch(epoch: int) -> dict:  # each call starts a new epoch of every shard, in a new order
+    def open_epoch(epoch: int) -> dict:  # each call starts a new epoch of every stage, in a new order
         out = {}
-        for s, shard in shards.items():
-            if s in spec.memory_stages:
+        for s in sorted(set(spec.steps)):
+            if s in in_memory:
                 if s not in kept:
-                    kept[s] = read_shard(shard)
+                    kept[s] = read_blocks(in_memory[s][rank])
                 # seeded by epoch: a resumed run replays its epoch's order, so skipping the trained batches is exact
                 out[s] = (_to_device(b, device) for b in memory_epoch(
                     kept[s], batch_size=spec.batch_size, bucket=spec.train.bucket_by_length, collate=collate,
                     seed=(spec.seed, rank, epoch)))
             else:
-                out[s] = iter(shard.iter_torch_batches(batch_size=spec.batch_size, drop_last=True,
-                                                       collate_fn=collate, device=device))
+                out[s] = iter(shards[s].iter_torch_batches(batch_size=spec.batch_size, drop_last=True,
+                                                           collate_fn=collate, device=device))
         return out
 
     iters: dict = {}
