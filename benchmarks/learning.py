@@ -14,14 +14,15 @@ else is the real pipeline, per seed and student family (tiny T5 / tiny Llama, bu
 Prints and writes benchmarks/results/learning.{json,md,png}: test accuracy mean +- std over seeds per mode
 and per reflect round, with chance level and the rule oracle's score (the chain's upper bound), and every
 unit's seconds. The seeds' shared inputs (world, teacher, oracle, students) are made first; then each (family,
-seed) runs in its own process with its own local Ray (--jobs at a time), appending finished units to
+seed) runs in its own process, a driver of one shared local Ray (--jobs at a time), appending finished units to
 <work>/results.jsonl, so a rerun resumes; --fresh starts over. Any text under the "## Interpretation" heading
 of an existing learning.md is kept.
 
-Where the time goes on a 2-core CPU: a phase-1 unit trains 1500 optimizer steps (1-3 min with two units side
-by side), and each sft() also pays the Ray Train controller and worker group, DeepSpeed init and the
-checkpoint (~25 s), and each evaluation a sampler pool start-up (~10 s); each (family, seed) then runs two
-reflect rounds (~3 min). results/learning.md has the latest run's total and its split.
+Where the time goes on a 2-core CPU (the default grid: ~27 min, the CPU busy throughout): a phase-1 unit trains
+1500 optimizer steps (0.8-2.7 min with two units side by side), and each sft() also starts a Ray Train run
+(controller, worker, DeepSpeed; ~20 s) and an evaluation (~5-10 s); each (family, seed) then runs two reflect
+rounds (~1 min). Start-up is process starts and imports, so it is CPU work that slows the unit beside it too.
+results/learning.md has the latest run's total and its split.
 
 What the students need to learn (measured with a plain loop beside the pipeline, see results/learning.md):
 recall and the summary are learned within a few hundred steps, the per-option analysis (look the option up by
@@ -51,11 +52,14 @@ HERE = Path(__file__).resolve().parent
 MODES = ("summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize")
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", "recall_analyze_summarize": "R+A+S"}
 FAMILIES = ("t5", "llama")
+RUN_CPUS = 4  # logical CPUs per (family, seed) run: its pool actor, train worker and Ray Data tasks fit
 MD_KEEP = "## Interpretation"
 # 4 blocks, not the built-ins' 2: looking an option up by its letter ("For option B," -> "(B) ...") is an
-# induction-style copy that 2-block students learned late or not at all within the grid's budget
-STUDENT_LAYERS = 4
-STUDENT = f"{STUDENT_LAYERS} blocks, tokenizer trained on the task text"  # recorded in <work>/settings.json
+# induction-style copy that 2-block students learned late or not at all within the grid's budget. The T5 splits
+# them, 2 encoder + 2 decoder blocks: the Llama's parameter count (201k each; 4 + 4 had 366k at twice the
+# step time), so the two families are compared at one size and one compute budget.
+STUDENT_LAYERS = {"llama": 4, "t5": 2}
+STUDENT = "llama 4 blocks, t5 2+2 blocks, tokenizer trained on the task text"  # recorded in <work>/settings.json
 
 
 # ----- configuration -------------------------------------------------------------------------------------------
@@ -92,7 +96,7 @@ def config(args, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny
                     "temperature": args.reflect_temperature,
                     "seed": seed},
         "eval": {"batch_size": 64, "samples": 1},
-        "cluster": {"num_cpus": 4},  # logical CPUs: driver, pool actor and train worker fit on 2 cores
+        "cluster": {"num_cpus": RUN_CPUS},
     })
 
 
@@ -182,7 +186,7 @@ def prepare_seed(args, work: Path, seed: int, cache: Cache) -> Path:
 
 def student(work: Path, family: str, seed: int) -> str:
     """A fresh tiny student for this seed (its own random init), built offline like the built-ins but with
-    STUDENT_LAYERS blocks, its tokenizer trained on the seed's training questions and rationales only: the
+    STUDENT_LAYERS[family] blocks (T5: in the encoder and in the decoder), its tokenizer trained on the seed's training questions and rationales only: the
     made-up words are whole tokens and the vocabulary is ~570 tokens instead of 4000 (a training step ~3x
     cheaper: on a model this small the tied output layer is most of the compute); option letters are tokens of
     their own (build_tokenizer's letters_apart)."""
@@ -198,7 +202,7 @@ def student(work: Path, family: str, seed: int) -> str:
     text = [" ".join([q.stem, *(t for _, t in q.options), ex.knowledge, *(r for _, r in ex.reasons)])
             for q in load_benchmark("custom", str(data_dir)).train
             for ex in (synth.explain(world, q, style=s) for s in range(synth.STYLES))]
-    return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS)
+    return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS[family])
 
 
 def mode_rows(rows: list[dict], stage: str, mode: str) -> list[dict]:
@@ -543,6 +547,8 @@ def main() -> None:
         ap.error("reflect rounds start from the full mode: include recall_analyze_summarize in --modes")
 
     t0 = time.time()
+    if not args.report and not args.child:
+        start_ray(args.jobs)
     for seed in [] if args.report else seeds:  # the shared inputs first: each family's runs then only read them
         teach_run = prepare_seed(args, work, seed, cache)
         oracle(args, work, seed, teach_run, cache)
@@ -573,15 +579,23 @@ def run_family(args, work: Path, family: str, seed: int, modes: list[str], cache
         run_reflect(args, work, family, seed, teach_run, cache)
 
 
+def start_ray(jobs: int) -> None:
+    """One local Ray for the whole check, the children's runs included (they join it through RAY_ADDRESS): a
+    Ray of its own per child doubled the GCS, raylet and dashboard, ~10% of a core each at idle on 2 cores."""
+    from tinythinker_ray.raylib import start_local_ray
+
+    start_local_ray(RUN_CPUS * max(jobs, 1))
+
+
 def run_children(families: list[str], seeds: list[int], jobs: int) -> None:
-    """Each (family, seed) in its own process (its own local Ray), `jobs` at a time: a Ray Train worker trains
+    """Each (family, seed) in its own process (a driver of the parent's Ray), `jobs` at a time: a Ray Train worker trains
     on one thread and much of a run is start-up and waiting, so two runs side by side use the 2 cores of a
     small machine better than one after the other; a queue of (family, seed), not one process per family, so
     that the faster family's process does not finish early and leave a core idle. Finished units go to the
     shared results cache as they end."""
     import ray
 
-    ray.shutdown()  # the parent's Ray (teacher, oracle) is not needed while the children run
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}  # the children join it
     argv = [a for a in sys.argv[1:] if a != "--fresh"]
     queue, running, failed = [(f, s) for s in seeds for f in families], [], []
     while queue or running:
@@ -590,7 +604,7 @@ def run_children(families: list[str], seeds: list[int], jobs: int) -> None:
             say(f"starting the {family} seed {seed} runs in a child process")
             cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--families", family, "--seeds", str(seed),
                    "--child"]
-            running.append((f"{family} seed {seed}", subprocess.Popen(cmd)))
+            running.append((f"{family} seed {seed}", subprocess.Popen(cmd, env=env)))
         time.sleep(2)
         for name, proc in list(running):
             if proc.poll() is not None:

@@ -54,16 +54,23 @@ def test_mode_rows_cut_the_dropped_stages_out_of_the_inputs():
 
 @pytest.mark.slow
 def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
+    """Two seeds: each runs in a child process, both drivers of the parent's one local Ray."""
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), "--out", str(out), "--families", "t5",
-           "--seeds", "0", "--modes", "summarize", "--rounds", "0", "--steps", "10", "--train", "80",
+           "--seeds", "0,1", "--modes", "summarize", "--rounds", "0", "--steps", "10", "--train", "80",
            "--valid", "6", "--test", "12", "--train-sample", "6", "--teacher-samples", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "starting the t5 seed 1 runs in a child process" in done.stdout
+    log = done.stdout + done.stderr
+    assert log.count("Started a local Ray instance") == 1  # the parent's; each child joins it
+    assert log.count("Connecting to existing Ray cluster") == 2
     report = json.loads((out / "learning.json").read_text())
     [line] = report["table"]
-    assert (line["family"], line["stage"], line["seeds"]) == ("t5", "summarize", [0])
+    assert (line["family"], line["stage"], line["seeds"]) == ("t5", "summarize", [0, 1])
     assert 0.0 <= line["test"] <= 1.0 and line["steps"] == 10
+    t5 = json.loads((tmp_path / "work" / "models" / "t5-0" / "config.json").read_text())
+    assert (t5["num_layers"], t5["num_decoder_layers"]) == (2, 2)  # the Llama's 4 blocks, split
     assert report["meta"]["oracle"] > 0.9  # the rule teacher as the student answers its own world
     md = (out / "learning.md").read_text()
     assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md
@@ -71,7 +78,7 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     # a rerun finds every unit in the cache and trains nothing
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sft:" not in again.stdout and "(3 units reused" in (out / "learning.md").read_text()
+    assert "sft:" not in again.stdout and "(6 units reused" in (out / "learning.md").read_text()
     # the cache is keyed by unit only: other training settings are refused, not mixed in
     other = subprocess.run([*cmd, "--lr", "5e-3"], capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "lr: 0.003 -> 0.005" in other.stderr and "--fresh" in other.stderr
