@@ -358,7 +358,9 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
     lines = []
     for family in families:
         for stage in [*MODES, *(f"reflect-{i}" for i in range(1, rounds + 1))]:
-            got = [r for r in rows if r["family"] == family and r["stage"] == stage and r["seed"] in seeds]
+            # in seed order, not the cache's finishing order (the children run side by side): "per seed" lines up
+            got = sorted((r for r in rows if r["family"] == family and r["stage"] == stage and r["seed"] in seeds),
+                         key=lambda r: r["seed"])
             if not got:
                 continue
             line = {"family": family, "stage": stage, "seeds": [r["seed"] for r in got],

@@ -52,6 +52,12 @@ def test_mode_rows_cut_the_dropped_stages_out_of_the_inputs():
     assert [r["input"] for r in full] == [rows["summarize"][0]["input"]]
 
 
+def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():
+    rows = [{"family": "t5", "seed": s, "stage": "summarize", "test": t, "steps": 10} for s, t in ((2, 0.2), (0, 0.4), (1, 0.3))]
+    [line] = _learning().aggregate(rows, ["t5"], [0, 1, 2], rounds=0)
+    assert line["seeds"] == [0, 1, 2] and line["test_per_seed"] == [0.4, 0.3, 0.2]
+
+
 @pytest.mark.slow
 def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     """Two seeds: each runs in a child process, both drivers of the parent's one local Ray."""
