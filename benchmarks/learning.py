@@ -186,10 +186,10 @@ def prepare_seed(args, work: Path, seed: int, cache: Cache) -> Path:
 
 def student(work: Path, family: str, seed: int) -> str:
     """A fresh tiny student for this seed (its own random init), built offline like the built-ins but with
-    STUDENT_LAYERS[family] blocks (T5: in the encoder and in the decoder), its tokenizer trained on the seed's training questions and rationales only: the
-    made-up words are whole tokens and the vocabulary is ~570 tokens instead of 4000 (a training step ~3x
-    cheaper: on a model this small the tied output layer is most of the compute); option letters are tokens of
-    their own (build_tokenizer's letters_apart)."""
+    STUDENT_LAYERS[family] blocks (T5: in the encoder and in the decoder), its tokenizer trained on the seed's
+    training questions and rationales only: the made-up words are whole tokens and the vocabulary is ~570
+    tokens instead of 4000 (a training step ~3x cheaper: on a model this small the tied output layer is most
+    of the compute); option letters are tokens of their own (build_tokenizer's letters_apart)."""
     from tinythinker_ray.data import synth
     from tinythinker_ray.data.loaders import load_benchmark
     from tinythinker_ray.models import build_tiny
@@ -550,7 +550,11 @@ def main() -> None:
 
     t0 = time.time()
     if not args.report and not args.child:
-        start_ray(args.jobs)
+        # one local Ray for the whole check: the children join it (run_children) instead of starting their own,
+        # whose GCS, raylet and dashboard cost ~10% of a core each at idle on 2 cores
+        from tinythinker_ray.raylib import start_local_ray
+
+        start_local_ray(RUN_CPUS * max(args.jobs, 1))
     for seed in [] if args.report else seeds:  # the shared inputs first: each family's runs then only read them
         teach_run = prepare_seed(args, work, seed, cache)
         oracle(args, work, seed, teach_run, cache)
@@ -581,20 +585,12 @@ def run_family(args, work: Path, family: str, seed: int, modes: list[str], cache
         run_reflect(args, work, family, seed, teach_run, cache)
 
 
-def start_ray(jobs: int) -> None:
-    """One local Ray for the whole check, the children's runs included (they join it through RAY_ADDRESS): a
-    Ray of its own per child doubled the GCS, raylet and dashboard, ~10% of a core each at idle on 2 cores."""
-    from tinythinker_ray.raylib import start_local_ray
-
-    start_local_ray(RUN_CPUS * max(jobs, 1))
-
-
 def run_children(families: list[str], seeds: list[int], jobs: int) -> None:
-    """Each (family, seed) in its own process (a driver of the parent's Ray), `jobs` at a time: a Ray Train worker trains
-    on one thread and much of a run is start-up and waiting, so two runs side by side use the 2 cores of a
-    small machine better than one after the other; a queue of (family, seed), not one process per family, so
-    that the faster family's process does not finish early and leave a core idle. Finished units go to the
-    shared results cache as they end."""
+    """Each (family, seed) in its own process (a driver of the parent's Ray), `jobs` at a time: a Ray Train
+    worker trains on one thread and much of a run is start-up and waiting, so two runs side by side use the 2
+    cores of a small machine better than one after the other; a queue of (family, seed), not one process per
+    family, so that the faster family's process does not finish early and leave a core idle. Finished units go
+    to the shared results cache as they end."""
     import ray
 
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}  # the children join it

@@ -53,7 +53,8 @@ def test_mode_rows_cut_the_dropped_stages_out_of_the_inputs():
 
 
 def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():
-    rows = [{"family": "t5", "seed": s, "stage": "summarize", "test": t, "steps": 10} for s, t in ((2, 0.2), (0, 0.4), (1, 0.3))]
+    rows = [{"family": "t5", "seed": s, "stage": "summarize", "test": t, "steps": 10}
+            for s, t in ((2, 0.2), (0, 0.4), (1, 0.3))]
     [line] = _learning().aggregate(rows, ["t5"], [0, 1, 2], rounds=0)
     assert line["seeds"] == [0, 1, 2] and line["test_per_seed"] == [0.4, 0.3, 0.2]
 

@@ -4,7 +4,7 @@ pairs {"prompt", "chosen", "rejected", "stage"} --tokenize (Ray Data tasks)--> c
       --PairScorer (Ray Data workers holding the reference model)--> + ref_chosen_logp, ref_rejected_logp
 Both stages go through one pass, then split into one dataset per stage for the trainer. The scores come from
 `train.losses.pair_logps` on `train.batches.collate_pairs`, the very code that scores the policy in training,
-so at step 0 the policy's rewards are exactly 0. The same actor scores the round's best checkpoint afterwards
+so at step 0 the policy's rewards are exactly 0. The same scorer scores the round's best checkpoint afterwards
 (prefix "best"): the chosen-minus-rejected log-prob margin on the pairs before and after the round.
 """
 

@@ -257,15 +257,16 @@ def _worker(config: dict) -> None:
     log.event({"kind": "start", "step": start, "total_steps": total, "resumed": checkpoint is not None,
                "world_size": world, "objective": objective.name})
 
+    stages = sorted(set(spec.steps))
     in_memory = config["memory_shards"]  # stage -> every rank's block references (small stages only)
-    shards = {s: ray.train.get_dataset_shard(s) for s in sorted(set(spec.steps)) if s not in in_memory}
+    shards = {s: ray.train.get_dataset_shard(s) for s in stages if s not in in_memory}
     collate = partial(objective.collate, pad_id=tok.pad_token_id)
 
     kept: dict = {}  # stage -> this rank's rows of a memory stage (fetched at the first epoch)
 
     def open_epoch(epoch: int) -> dict:  # each call starts a new epoch of every stage, in a new order
         out = {}
-        for s in sorted(set(spec.steps)):
+        for s in stages:
             if s in in_memory:
                 if s not in kept:
                     kept[s] = read_blocks(in_memory[s][rank])

@@ -48,10 +48,10 @@ def token_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     decoder_input_ids=decoder_input_ids, use_cache=False)
         return token_logps_from_logits(out.logits, batch["labels"], shift=False)
-    labels = batch["labels"][:, 1:]  # the logits at t predict the token at t + 1
     if not _takes_logits_to_keep(_module(model)):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        return token_logps_from_logits(out.logits[:, :-1], labels, shift=False)
+        return token_logps_from_logits(out.logits, batch["labels"], shift=True)
+    labels = batch["labels"][:, 1:]  # the logits at t predict the token at t + 1
     # The output layer only where some row has a target token: prompts are masked, so this skips most of the
     # sequence (the learning check's steps 10-25% faster; with a 150k vocabulary the logits are most of a
     # step's activation memory). Positions no row needs would only be multiplied by a zero mask.
