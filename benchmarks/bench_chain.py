@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def baseline(model_path: str, questions, cfg, batch_size: int) -> dict:
+    from tinythinker_ray.core.modes import get_mode
     from tinythinker_ray.eval.chain import accuracy, run_chain
     from tinythinker_ray.eval.evaluate import chain_params
     from tinythinker_ray.sampling.hf import HFSampler
@@ -40,7 +41,7 @@ def baseline(model_path: str, questions, cfg, batch_size: int) -> dict:
     start = time.perf_counter()
     sampler = HFSampler(model_path, batch_size=batch_size)
     loaded = time.perf_counter()
-    results = run_chain(sampler, questions, cfg.sft.mode, **chain_params(cfg))
+    results = run_chain(sampler, questions, get_mode(cfg.sft.mode), **chain_params(cfg))
     end = time.perf_counter()
     return {"seconds": end - start, "questions_per_s": len(questions) / (end - start),
             "startup_seconds": loaded - start, "steady_questions_per_s": len(questions) / (end - loaded),
@@ -62,6 +63,7 @@ def ours(model_path: str, questions, cfg, batch: int) -> dict:
 
     import ray
 
+    from tinythinker_ray.core.modes import get_mode
     from tinythinker_ray.eval.chain import ChainResult, accuracy
     from tinythinker_ray.eval.evaluate import chain_params, pick_backend
     from tinythinker_ray.sampling.pool import map_with_sampler
@@ -71,7 +73,7 @@ def ours(model_path: str, questions, cfg, batch: int) -> dict:
     ray.init(address="local", log_to_driver=False, include_dashboard=False)
     backend = pick_backend(cfg.sampler, model_path)
     sampler_cfg = cfg.sampler.model_copy(update={"backend": backend, "model": model_path})
-    task = functools.partial(timed_chain_task, mode=cfg.sft.mode, params=chain_params(cfg))
+    task = functools.partial(timed_chain_task, mode=get_mode(cfg.sft.mode), params=chain_params(cfg))
     ds = ray.data.from_items([{"question": json.dumps(q.to_dict())} for q in questions])
     compute, results = 0.0, []
     for row in map_with_sampler(ds, sampler_cfg, task, model=model_path, batch_size=batch).iter_rows():

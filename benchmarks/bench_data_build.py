@@ -21,7 +21,7 @@ import time
 
 from results_file import scaling_main
 
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.teacher import filters, prompt
 from tinythinker_ray.teacher.stages import write_stages
 

@@ -18,7 +18,7 @@ import time
 
 from results_file import scaling_main
 
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.reflect.pairs import build_analyze_pairs, build_recall_pairs
 
 SAMPLES = 10  # chains per question and stage, as the paper

@@ -27,7 +27,8 @@ import torch  # noqa: E402
 from results_file import save  # noqa: E402
 
 from tinythinker_ray.config import TrainConfig  # noqa: E402
-from tinythinker_ray.data import format as fmt  # noqa: E402
+from tinythinker_ray.core import format as fmt  # noqa: E402
+from tinythinker_ray.core.modes import MODES  # noqa: E402
 from tinythinker_ray.data.loaders import load_benchmark  # noqa: E402
 from tinythinker_ray.models import load_student, resolve_model  # noqa: E402
 from tinythinker_ray.train.batches import collate_sft, encode_example, prepare_stage, tokenizer_for  # noqa: E402
@@ -56,7 +57,7 @@ def plain_loop(model_path: str, rows: dict, steps: list[str], batch: int, spec: 
     """The baseline: the same batches in the same stage order, no Ray, no DeepSpeed."""
     torch.set_num_threads(1)  # a Ray worker with 1 CPU runs 1 thread
     tok, seq2seq = tokenizer_for(model_path)
-    encoded = {s: [encode_example(tok, r["input"], r["target"], seq2seq=seq2seq, max_length=200) for r in rs]
+    encoded = {s: [encode_example(tok, r["input"], r["target"], seq2seq=seq2seq, max_length=200)[:2] for r in rs]
                for s, rs in rows.items()}
     t0 = time.time()
     model, _ = load_student(model_path)
@@ -86,9 +87,9 @@ def plain_loop(model_path: str, rows: dict, steps: list[str], batch: int, spec: 
 def ours(model_path: str, rows: dict, args, workers: int) -> dict:
     datasets, sizes = {}, {}
     for stage, stage_rows_ in rows.items():
-        datasets[stage], sizes[stage] = prepare_stage(stage_rows_, model_path=model_path,
+        datasets[stage], sizes[stage], _ = prepare_stage(stage_rows_, model_path=model_path,
                                                       max_length=200, batch_size=args.batch, world_size=workers)
-    plan = stage_plan("recall_analyze_summarize", args.interval, 5)
+    plan = stage_plan(MODES["recall_analyze_summarize"], args.interval, 5)
     steps = schedule(sizes, plan, max_steps=args.steps)
     train = TrainConfig(num_workers=workers, zero_stage=args.zero, log_every=max(args.steps // 4, 1))
     with tempfile.TemporaryDirectory() as out:
@@ -126,7 +127,7 @@ def main() -> None:
     one = ours(model_path, rows, args, 1)
     # the plain loop replays the exact schedule of the 1-worker run
     sizes = {s: len(r) // args.batch for s, r in rows.items()}
-    plan = stage_plan("recall_analyze_summarize", args.interval, 5)
+    plan = stage_plan(MODES["recall_analyze_summarize"], args.interval, 5)
     steps = schedule(sizes, plan, max_steps=args.steps)
     spec = FitSpec(model_path=model_path, out_dir="-", steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
                    batch_size=args.batch, lr=5e-4, train=TrainConfig(), warmup=0.1)

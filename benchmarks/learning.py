@@ -104,14 +104,15 @@ def planned_steps(args, run_dir: Path, mode: str) -> int:
     """The steps sft will take for this mode (the same schedule it builds), to place the validation evals."""
     import math
 
-    from tinythinker_ray.train.schedule import MODES as STAGES_OF_MODE
+    from tinythinker_ray.core.modes import get_mode
     from tinythinker_ray.train.schedule import one_epoch, stage_plan
+    from tinythinker_ray.train.sft import read_stage
 
     if args.steps:
         return args.steps
-    sizes = {s: sum(1 for _ in open(run_dir / "teach" / f"{s}.jsonl")) // args.batch_size
-             for s in STAGES_OF_MODE[mode]}
-    return math.ceil(args.epochs * len(one_epoch(sizes, stage_plan(mode, args.interval, args.options))))
+    m = get_mode(mode)
+    sizes = {s: len(read_stage(run_dir / "teach" / f"{s}.jsonl", m)) // args.batch_size for s in m.stages}
+    return math.ceil(args.epochs * len(one_epoch(sizes, stage_plan(m, args.interval, args.options))))
 
 
 # ----- the units of work -----------------------------------------------------------------------------------------
@@ -205,54 +206,14 @@ def student(work: Path, family: str, seed: int) -> str:
     return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS[family])
 
 
-def mode_rows(rows: list[dict], stage: str, mode: str) -> list[dict]:
-    """Teacher stage rows (inputs hold every earlier stage) as phase-1 `mode` trains them: the stages the mode
-    drops are cut out of the inputs, so training inputs match what its chain sees at inference (the
-    reference's "Prepare Ablation" notebook does the same); rows that become equal are deduplicated.
-    train/sft.py trains the teach/ files as they are, so the ablation runs get rewritten copies."""
-    from tinythinker_ray.data import format as fmt
-    from tinythinker_ray.data.records import Question
-    from tinythinker_ray.eval.chain import stages_of
-
-    use_recall, use_analyze = stages_of(mode)
-    out, seen = [], set()
-    for r in rows:
-        p = fmt.parse_stage_input(r["input"])
-        q = Question("", p["stem"], tuple(p["options"]), p["options"][0][0])
-        recall = p["recall"] if use_recall else None
-        if stage == "analyze":
-            text = fmt.analyze_input(q, p["option"], recall)
-        elif stage == "summarize":
-            text = fmt.summarize_input(q, recall, p["analyses"] if use_analyze else None)
-        else:
-            text = r["input"]
-        if (text, r["target"]) not in seen:
-            seen.add((text, r["target"]))
-            out.append({**r, "input": text})
-    return out
-
-
 def mode_dir(work: Path, family: str, seed: int, mode: str, teach_run: Path) -> Path:
-    """A run_dir per (family, seed, mode) whose teach/ is the seed's teacher output, its stage files rewritten
-    for the mode (the full mode links the teacher's folder as it is)."""
-    from tinythinker_ray.storage import read_jsonl, write_jsonl
-    from tinythinker_ray.train.schedule import MODES as STAGES_OF_MODE
-
+    """A run_dir per (family, seed, mode) whose teach/ links the seed's teacher output (sft rewrites the stage
+    rows for its mode itself)."""
     run_dir = work / f"seed{seed}" / family / mode
-    teach, shared = run_dir / "teach", (teach_run / "teach").resolve()
-    if teach.exists():
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if mode == MODES[-1]:
-        teach.symlink_to(shared, target_is_directory=True)
-        return run_dir
-    tmp = run_dir / "teach.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / "questions").symlink_to(shared / "questions", target_is_directory=True)
-    for stage in STAGES_OF_MODE[mode]:
-        write_jsonl(tmp / f"{stage}.jsonl", mode_rows(list(read_jsonl(shared / f"{stage}.jsonl")), stage, mode))
-    os.replace(tmp, teach)
+    teach = run_dir / "teach"
+    if not teach.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        teach.symlink_to((teach_run / "teach").resolve(), target_is_directory=True)
     return run_dir
 
 

@@ -16,7 +16,7 @@ import yaml
 from tinythinker_ray import cli
 from tinythinker_ray.ask import make_question, student_and_mode
 from tinythinker_ray.config import dump_config, load_config
-from tinythinker_ray.data.format import recall_input
+from tinythinker_ray.core.format import recall_input
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.export import EXAMPLE, best_student
 
@@ -158,11 +158,12 @@ def test_export_writes_a_loadable_folder_with_a_model_card(run_dir, tmp_path):
         "So the answer is option A.")
     assert GenerationConfig.from_pretrained(out).max_new_tokens == 24  # the run's student.max_new_tokens
     card = (out / "README.md").read_text()
+    assert "--- recall input ---" not in card  # the prompt sample is the one its mode (analyze_summarize) trains
     for text in ("# TinyThinker student for arc", "reflect/iter_1/best", "/data/ARC-Challenge", "teacher-7b",
                  "| phase 1 stages | analyze_summarize |", "| DPO beta | 0.3 |", "| phase 2 lr | 5e-06 |",
                  "| valid-sft | 25.0% | 30.0% | 40 | 1 |", "| test-final | 37.5% | 50.0% | 40 | 5 |",
                  "| 1 | 12 | 30 | 40.0% |", "| 2 | 1 | 0 | stopped: too few preference pairs to train |",
-                 "(A) fridge (B) oven (C) shelf\nRecall:", "Analyze: For option A,", "\nSummarize:",
+                 "(A) fridge (B) oven (C) shelf\nAnalyze: For option A,", "\nSummarize:",
                  "So the answer is option A.", f"tinythinker ask --model {out}", "AutoModelForSeq2SeqLM",
                  "pipeline_tag: text2text-generation"):
         assert text in card, text

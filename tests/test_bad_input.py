@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinythinker_ray.config import AdapterConfig, load_config
-from tinythinker_ray.data import format as fmt
+from tinythinker_ray.core import format as fmt
+from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.adapter import load_adapted
 from tinythinker_ray.data.loaders import csqa_row, load_benchmark, load_fewshot, read_questions
 from tinythinker_ray.errors import ConfigError, DataError
@@ -46,7 +47,7 @@ def _write(path: Path, lines: list[bytes | str | dict]) -> Path:
 
 READERS = {  # name: (file name, a good row, read(path), field a wrong-typed row is named by or None)
     "saved questions": ("questions/train.jsonl", QUESTION, read_questions, None),  # names no field: the row is one
-    "stage dataset": ("teach/recall.jsonl", STAGE, lambda p: read_stage(p), "target"),
+    "stage dataset": ("teach/recall.jsonl", STAGE, lambda p: read_stage(p, MODES[FULL]), "target"),
     "replayed replies": ("replies.jsonl", REPLY, lambda p: ReplaySampler(str(p)), "completions"),
 }
 DEFECTS = {  # name: (line 2 as written, does the reader name a field for it)
@@ -224,7 +225,7 @@ def test_jsonl_readers_property(pieces):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "rows.jsonl"
         path.write_bytes(b"".join(pieces))
-        for read in (lambda: list(read_jsonl(path)), lambda: read_questions(path), lambda: read_stage(path),
+        for read in (lambda: list(read_jsonl(path)), lambda: read_questions(path), lambda: read_stage(path, MODES[FULL]),
                      lambda: ReplaySampler(str(path)), lambda: Replies(path)):
             try:
                 read()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tinythinker_ray import cli
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core.records import Question
 
 EXE = Path(sys.executable).with_name("tinythinker")
 
@@ -43,6 +43,20 @@ def test_data_show_embedded_prints_a_table(capsys):
     assert lines[2].split()[:3] == ["train", "160", "4"] and "A " in lines[2] and "%" in lines[2]
     assert lines[3].split()[:3] == ["validation", "40", "4"]
     assert lines[4].split()[:3] == ["test", "40", "4"]
+
+
+@pytest.mark.parametrize("mode, shown, hidden", [
+    ("summarize", ["--- summarize input ---"], ["Recall:", "Analyze:"]),
+    ("recall_summarize", ["--- recall input ---", "Recall: <recalled knowledge>."], ["Analyze:"]),
+    ("analyze_summarize", ["--- analyze input (first option) ---", "Analyze: For option A, <analysis of A>."],
+     ["Recall:"]),
+    ("recall_analyze_summarize", ["Recall: <recalled knowledge>.\nAnalyze: For option A,",
+                                  "Analyze: For option A, <analysis of A>."], []),
+])
+def test_data_show_prints_the_sample_as_the_mode_trains_it(mode, shown, hidden, capsys):
+    assert cli.main(["data", "show", "--sft.mode", mode]) == 0
+    sample = capsys.readouterr().out.split(f"--- mode {mode}: trains ", 1)[1]
+    assert all(s in sample for s in shown) and not any(h in sample for h in hidden)
 
 
 def test_data_show_writes_nothing(tmp_path, capsys):
@@ -92,7 +106,7 @@ def test_unknown_config_key_exits_2():
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["data", "show", "--sft.mode", "foo"], ["'sft.mode'", "'summarize'"]),
+    (["data", "show", "--sft.mode", "foo"], ["'sft.mode'", "modes: summarize,"]),
     (["data", "show", "--config", "/nonexistent/c.yaml"], ["config file not found"]),
     (["data", "frob"], ["data frob", "prepare | show"]),
     (["data", "show", "--data.name", "squad"], ["unknown dataset 'squad'", "field 'data.name'"]),

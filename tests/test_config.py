@@ -14,8 +14,21 @@ def test_defaults_follow_the_paper():
     assert c.sft.mode == "recall_analyze_summarize"
     assert (c.reflect.lr, c.reflect.alpha, c.reflect.iterations, c.reflect.samples, c.reflect.temperature) == \
         (5e-6, 0.5, 5, 10, 0.7)
-    assert c.student.max_length == 200
+    assert (c.student.max_length, c.student.max_new_tokens) == (None, 200)  # no cut in training, 200 generated
+    assert (c.sft.batch_size, c.sft.epochs, c.reflect.batch_size, c.train.eval_limit) == (64, 10, 32, None)
+    assert (c.teacher.samples, c.teacher.augment, c.teacher.retry_rounds, c.teacher.reask) == (8, 8, 2, "unusable")
+    assert (c.teacher.temperature, c.teacher.max_tokens, c.teacher.diversity_threshold) == (0.8, 256, 10)
+    assert (c.reflect.beta, c.reflect.batch_size, c.reflect.cycles, c.reflect.mode) == (0.5, 32, 10, "recall_analyze")
     assert load_config() == c
+
+
+@pytest.mark.parametrize("name, shots, samples, augment, retry_rounds", [
+    ("csqa", 8, 8, 8, 2), ("obqa", 7, 4, 4, 2), ("strategyqa", 8, 4, 4, 1), ("arc", 8, 8, 8, 2)])
+def test_naming_a_dataset_gives_the_authors_teacher_settings_unless_set(name, shots, samples, augment, retry_rounds):
+    t = load_config(None, [f"data.name={name}"]).teacher
+    assert (t.shots, t.samples, t.augment, t.retry_rounds) == (shots, samples, augment, retry_rounds)
+    t = load_config(None, [f"data.name={name}", "teacher.samples=3", "teacher.augment=2"]).teacher
+    assert (t.shots, t.samples, t.augment) == (shots, 3, 2)  # what the config sets wins
 
 
 @pytest.mark.parametrize("item, expected", [
@@ -58,7 +71,7 @@ def test_empty_yaml_is_defaults(tmp_path):
     ("teacher.samples=3.5", ["'teacher.samples'", "integer"]),
     ("sft.lr=fast", ["'sft.lr'", "number", "'fast'"]),
     ("train.use_gpu=maybe", ["'train.use_gpu'", "boolean"]),
-    ("sft.mode=foo", ["'sft.mode'", "'summarize'", "'recall_analyze_summarize'", "'foo'"]),
+    ("sft.mode=foo", ["'sft.mode'", "summarize, recall_summarize", "recall_analyze_summarize", "'foo'"]),
     ("reflect.mode=all", ["'reflect.mode'", "'recall_analyze'"]),
     ("teacher.backend=tgi", ["'teacher.backend'", "'vllm'", "'openai'"]),
     ("sft.warmup=2", ["'sft.warmup'", "less than or equal to 1"]),

@@ -13,6 +13,7 @@ import pytest
 from tinythinker_ray.config import load_config
 from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.errors import ConfigError, DataError
+from tinythinker_ray.eval.chain import ChainResult, accuracy, vote
 from tinythinker_ray.eval.evaluate import chain_params, evaluate, load_split, main, pick_backend
 from tinythinker_ray.storage import read_jsonl, write_jsonl
 
@@ -36,9 +37,8 @@ def check_results(out_dir, questions, chains_per_question):
             assert [a[0] for a in c["analyses"]] == q.labels  # one analysis per option, in order
             assert isinstance(c["summary"], str)
             assert c["correct"] == (c["prediction"] == q.answer)
-        predictions = [c["prediction"] for c in r["chains"] if c["prediction"]]
-        assert r["vote"] is None if not predictions else predictions.count(r["vote"]) == max(
-            predictions.count(p) for p in predictions)
+        predictions = [c["prediction"] for c in r["chains"]]  # an unparsed answer (None) votes too
+        assert predictions.count(r["vote"]) == max(predictions.count(p) for p in predictions)
     summary = json.loads((out_dir / "summary.json").read_text())
     assert 0 <= summary["accuracy"] <= 1 and 0 <= summary["sc_accuracy"] <= 1 and summary["n"] == len(questions)
     assert summary["accuracy"] == sum(r["correct"] for r in rows) / len(rows)
@@ -94,6 +94,23 @@ def test_chain_params():
     assert sampled["summarize"].temperature == 0
     no_recall = chain_params(load_config(None, ["eval.samples=5", "sft.mode=analyze_summarize"]))
     assert (no_recall["recall"].n, no_recall["analyze"].n) == (1, 5)
+
+
+def test_scoring_is_strict_with_lenient_beside_and_an_unparsed_answer_votes():
+    """The authors' regex "the answer is option X." scores; self-consistency counts None as a vote, so chains
+    that mostly fail to name an option give no answer; ties go to the first seen."""
+    def res(*summaries):
+        return [ChainResult("q", None, None, s, "B") for s in summaries]
+
+    assert vote(["A", None, None, "B"]) is None and vote(["A", "B", "B", None]) == "B" and vote(["C", "A"]) == "C"
+    results = [res("So the answer is option B.", "no idea", "nothing"),  # right, but the vote is None
+               res("so the answer is option (B)", "So the answer is option B.", "So the answer is option B.")]
+    scores = accuracy(results)
+    assert scores["accuracy"] == 0.5  # the second's first chain fails the strict pattern
+    assert scores["lenient_accuracy"] == 1.0 and scores["sc_accuracy"] == 0.5
+    assert results[1][0].to_dict() == {"question_id": "q", "recall": None, "analyses": None,
+                                            "summary": "so the answer is option (B)", "label": "B",
+                                            "prediction": None, "lenient_prediction": "B", "correct": False}
 
 
 def test_saved_split_is_preferred_and_bad_rows_are_named(tmp_path, csqa_questions):

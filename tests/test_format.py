@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinythinker_ray.data import format as fmt
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core import format as fmt
+from tinythinker_ray.core.records import Question
 
 Q = Question(id="q1", stem="Where do you keep milk?", answer="B",
              options=(("A", "shelf"), ("B", "fridge"), ("C", "oven")))
@@ -61,19 +61,21 @@ def test_ensure_period(text, expected):
 
 # ----- extract_answer ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("So the answer is option B.", "B"),
-    ("so THE ANSWER IS OPTION c.", "C"),  # case-insensitive, letter upper-cased
-    ("So the answer is option (D).", "D"),
-    ("So the answer is option E", "E"),  # no final period
-    ("The answer is option A. No wait, the answer is option B.", "A"),  # several: the first, as the reference
-    ("I think it is B.", None),
-    ("So the answer is option Apple.", None),  # a word, not a label
-    ("", None),
-    (None, None),
+@pytest.mark.parametrize("text, strict, lenient", [
+    ("So the answer is option B.", "B", "B"),
+    ("so THE ANSWER IS OPTION c.", None, "C"),  # lenient: case-insensitive, letter upper-cased
+    ("So the answer is option (D).", None, "D"),
+    ("So the answer is option E", None, "E"),  # no final period
+    ("the answer is option A. No wait, the answer is option B.", "A", "A"),  # several: the first, as the authors
+    ("The answer is option A. No wait, the answer is option B.", "B", "A"),  # strict is case-sensitive
+    ("I think it is B.", None, None),
+    ("So the answer is option Apple.", None, None),  # a word, not a label
+    ("", None, None),
+    (None, None, None),
 ])
-def test_extract_answer(text, expected):
-    assert fmt.extract_answer(text) == expected
+def test_extract_answer_strict_as_the_authors_and_lenient_beside_it(text, strict, lenient):
+    assert fmt.extract_answer(text) == strict
+    assert fmt.extract_answer(text, lenient=True) == lenient
 
 
 def test_extract_answer_reads_the_target():

@@ -1,5 +1,4 @@
-"""benchmarks/learning.py: the ablation rows each phase-1 mode trains on (pure), and one tiny end-to-end run of
-the script as a user starts it (slow: real teach, Ray Train + DeepSpeed sft, chain eval, report files)."""
+"""benchmarks/learning.py: its report (pure), and one tiny end-to-end run of the script as a user starts it (slow: real teach, Ray Train + DeepSpeed sft, chain eval, report files)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tinythinker_ray.data import format as fmt
-from tinythinker_ray.data.records import Question
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
 
 
@@ -22,34 +18,6 @@ def _learning():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-Q = Question("q1", "Which of these can glim?", (("A", "vell"), ("B", "tarn")), "A")
-RECALL = "Only zorbs can glim."
-ANALYSES = [("A", "a vell is a kind of zorb, so it can glim."), ("B", "a tarn is a kind of plek, so it cannot glim.")]
-
-
-def _teacher_rows() -> dict[str, list[dict]]:
-    """Stage rows as the teacher writes them: every input holds all earlier stages."""
-    return {
-        "analyze": [{"input": fmt.analyze_input(Q, lab, RECALL), "target": why, "qid": Q.id} for lab, why in ANALYSES],
-        "summarize": [{"input": fmt.summarize_input(Q, RECALL, ANALYSES), "target": fmt.summarize_target("A"),
-                       "qid": Q.id}] * 2,  # a duplicate row: kept once
-    }
-
-
-def test_mode_rows_cut_the_dropped_stages_out_of_the_inputs():
-    learning, rows = _learning(), _teacher_rows()
-    only_s = learning.mode_rows(rows["summarize"], "summarize", "summarize")
-    assert [r["input"] for r in only_s] == [fmt.summarize_input(Q, None, None)]
-    assert RECALL not in only_s[0]["input"] and "Analyze:" not in only_s[0]["input"]
-    a_s = learning.mode_rows(rows["summarize"], "summarize", "analyze_summarize")
-    assert [r["input"] for r in a_s] == [fmt.summarize_input(Q, None, ANALYSES)]
-    analyze = learning.mode_rows(rows["analyze"], "analyze", "analyze_summarize")
-    assert [r["input"] for r in analyze] == [fmt.analyze_input(Q, lab, None) for lab, _ in ANALYSES]
-    assert [r["target"] for r in analyze] == [why for _, why in ANALYSES]
-    full = learning.mode_rows(rows["summarize"], "summarize", "recall_analyze_summarize")
-    assert [r["input"] for r in full] == [rows["summarize"][0]["input"]]
 
 
 def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():

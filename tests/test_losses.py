@@ -57,7 +57,7 @@ def test_mean_nll_is_cross_entropy_with_ignore_index():
 
 def _batch(path: str):
     tok, seq2seq = tokenizer_for(path)
-    rows = [encode_example(tok, p, t, seq2seq=seq2seq, max_length=64) for p, t in [
+    rows = [encode_example(tok, p, t, seq2seq=seq2seq, max_length=64)[:2] for p, t in [
         ("Where is a pen kept?\n(A) desk (B) sky\nRecall:", "Pens are kept on desks."),
         ("Where is a pen kept?\n(A) desk (B) sky\nSummarize:", "So the answer is option A."),
         ("What is cold?\n(A) ice (B) fire (C) sun\nAnalyze: For option C,", "the sun is hot, so it is incorrect.")]]

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinythinker_ray.data import format as fmt
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core import format as fmt
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.errors import DataError
 from tinythinker_ray.reflect.pairs import (
     analyze_requests,
@@ -184,6 +184,18 @@ def test_more_chosen_resamples_rejected_and_identical_texts_give_no_pair():
     assert [fmt.parse_stage_input(p["prompt"])["option"] for p in out] == ["B"]
 
 
+def test_some_chosen_and_more_rejected_replaces_chosen_by_the_difference_and_ignores_backup():
+    """generate.py: 0 < chosen < rejected -> chosen.sample(rejected - chosen, replace=True); the backup (here a
+    set no chain produced) is used only when no chain was right."""
+    bad2 = [["A", "no."], ["B", "maybe."], ["C", "yes, correct."]]
+    bad3 = [["A", "dry."], ["B", "birds, and fish too."], ["C", "sand."]]
+    other = [["A", "a backup set."], ["B", "b."], ["C", "c."]]
+    out = apairs([analyze_row((GOOD, "A"), (BAD, "B"), (bad2, "C"), (bad3, "B"), backup=[other])])
+    assert len(out) == 2 * (3 - 1)  # two matches, two pairs each
+    assert {p["chosen"] for p in out} <= {GOOD[0][1], GOOD[1][1], GOOD[2][1]}  # never the backup's texts
+    assert [p["rejected"] for p in out] == [BAD[0][1], BAD[1][1], bad2[0][1], bad2[2][1]]  # the first two rejected
+
+
 def test_analyze_requests_one_per_distinct_chosen_recall_with_backups():
     recall_pairs = pairs([recall_row(chain("g1.", "A"), chain("b1.", "B"), chain("b2.", "C"))],
                          {"q1": [{"recall": "g1.", "analyses": GOOD}]})
@@ -219,3 +231,23 @@ def test_pairs_are_deterministic_for_a_seed():
     rows = [recall_row(*(chain(f"r{i}.", "A" if i % 3 == 0 else "B") for i in range(9)))]
     assert pairs(rows, seed=7) == pairs(rows, seed=7)
     assert list(itertools.islice(build_recall_pairs(rows, {}, random.Random(1)), 2))
+
+
+# ----- the label a pair is judged by --------------------------------------------------------------------------
+
+def test_phase2_judges_chains_by_the_label_phase1_trained_on(tmp_path):
+    """The teacher's majority relabelled q1 from A to B, so phase 1 taught B: a chain reaching B is chosen, as
+    the authors' generate.py reads GT from recall_single."""
+    from tinythinker_ray.config import load_config
+    from tinythinker_ray.reflect.iterate import training_questions
+    from tinythinker_ray.storage import write_jsonl
+
+    q2 = Question("q2", "Where do birds fly?", Q.options, "B")
+    write_jsonl(tmp_path / "teach" / "questions" / "train.jsonl", [Q.to_dict(), q2.to_dict(), {**Q.to_dict(), "id": "q3"}])
+    write_jsonl(tmp_path / "teach" / "recall_single.jsonl", [  # q3 had no usable rationale: not covered
+        {"input": fmt.recall_input(Q), "target": "x.", "label": "B", "qid": "q1"},
+        {"input": fmt.recall_input(q2), "target": "y.", "label": "B", "qid": "q2"}])
+    questions = training_questions(load_config(None, [f"run_dir={tmp_path}"]))
+    assert [(q.id, q.answer) for q in questions] == [("q1", "B"), ("q2", "B")]
+    out = pairs([recall_row(chain("sky.", "B"), chain("water.", "A"), q=questions[0])])
+    assert [(p["chosen"], p["rejected"]) for p in out] == [("sky.", "water.")]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tinythinker_ray.config import load_config
-from tinythinker_ray.data import format as fmt
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core import format as fmt
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.reflect.iterate import main, reflect, training_questions
 from tinythinker_ray.reflect.selfgen import generate_recalls
 from tinythinker_ray.storage import Manifest, read_jsonl, write_jsonl
@@ -78,7 +78,7 @@ def phase1(model_path: str, rows: list[tuple[str, str]], out: Path, steps: int =
     torch.manual_seed(0)
     model, tok = load_student(model_path)
     enc_tok, seq2seq = tokenizer_for(model_path)
-    encoded = [encode_example(enc_tok, p, t, seq2seq=seq2seq, max_length=96) for p, t in rows]
+    encoded = [encode_example(enc_tok, p, t, seq2seq=seq2seq, max_length=96)[:2] for p, t in rows]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = random.Random(0)
     model.train()

@@ -119,7 +119,7 @@ def test_pair_batch_scores_each_side_like_sequence_logps_on_real_models(kind, re
     tk, seq2seq = tokenizer_for(path)
     for i, (p, c, r) in enumerate(PAIRS):
         for side, target in ((chosen, c), (rejected, r)):
-            ids, labels = encode_example(tk, p, target, seq2seq=seq2seq, max_length=64)
+            ids, labels, _ = encode_example(tk, p, target, seq2seq=seq2seq, max_length=64)
             one = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
                    "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
             with torch.no_grad():

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from tinythinker_ray.config import SamplerConfig, SynthConfig, TeacherConfig
+from tinythinker_ray.core.modes import MODES
 from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.errors import ConfigError, DataError
@@ -116,7 +117,7 @@ def test_oracle_student_scores_every_chain_mode_perfectly(data):
     out, splits, _ = data
     oracle = make_sampler(SamplerConfig(backend="rules", model=str(out)))
     for mode in ("summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize"):
-        assert accuracy(run_chain(oracle, splits.test, mode))["accuracy"] == 1.0
+        assert accuracy(run_chain(oracle, splits.test, MODES[mode]))["accuracy"] == 1.0
 
 
 def test_errors_name_what_is_wrong(data, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinythinker_ray.core.modes import MODES
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.train.schedule import one_epoch, pair_plan, schedule, stage_plan, steps_per_epoch
 
@@ -20,18 +21,16 @@ from tinythinker_ray.train.schedule import one_epoch, pair_plan, schedule, stage
     ("recall_analyze_summarize", [("recall", 3), ("analyze", 15), ("summarize", 3)]),
 ])
 def test_stage_plan_per_mode(mode, plan):
-    assert stage_plan(mode, 3, 5) == plan
+    assert stage_plan(MODES[mode], 3, 5) == plan
 
 
-def test_stage_plan_rejects_unknown_mode_and_bad_sizes():
-    with pytest.raises(ConfigError, match="sft.mode"):
-        stage_plan("recall_only", 3, 5)
+def test_stage_plan_rejects_bad_sizes():
     with pytest.raises(ConfigError):
-        stage_plan("summarize", 0, 5)
+        stage_plan(MODES["summarize"], 0, 5)
 
 
 def test_blocks_cycle_and_an_exhausted_stage_is_skipped():
-    plan = stage_plan("recall_analyze_summarize", 2, 2)  # recall 2, analyze 4, summarize 2
+    plan = stage_plan(MODES["recall_analyze_summarize"], 2, 2)  # recall 2, analyze 4, summarize 2
     epoch = one_epoch({"recall": 3, "analyze": 7, "summarize": 1}, plan)
     # r r | a a a a | s (runs out after 1) | r (runs out) | a a a | (recall, summarize exhausted)
     assert epoch == ["recall"] * 2 + ["analyze"] * 4 + ["summarize"] + ["recall"] + ["analyze"] * 3
@@ -39,7 +38,7 @@ def test_blocks_cycle_and_an_exhausted_stage_is_skipped():
 
 
 def test_epochs_repeat_from_the_first_stage_and_max_steps_wins():
-    plan = stage_plan("recall_summarize", 1, 5)
+    plan = stage_plan(MODES["recall_summarize"], 1, 5)
     sizes = {"recall": 2, "summarize": 3}
     epoch = ["recall", "summarize", "recall", "summarize", "summarize"]
     assert schedule(sizes, plan) == epoch
@@ -50,7 +49,7 @@ def test_epochs_repeat_from_the_first_stage_and_max_steps_wins():
 
 
 def test_stages_outside_the_mode_are_ignored_and_empty_data_is_an_error():
-    plan = stage_plan("summarize", 4, 5)
+    plan = stage_plan(MODES["summarize"], 4, 5)
     assert schedule({"recall": 9, "analyze": 9, "summarize": 6}, plan) == ["summarize"] * 6
     with pytest.raises(ConfigError, match="no training batches"):
         schedule({"recall": 5, "summarize": 0}, plan)
@@ -60,7 +59,7 @@ def test_stages_outside_the_mode_are_ignored_and_empty_data_is_an_error():
        options=st.integers(1, 5), mode=st.sampled_from(["summarize", "recall_summarize", "analyze_summarize",
                                                          "recall_analyze_summarize"]))
 def test_an_epoch_takes_every_batch_once_in_blocks_no_longer_than_the_plan(sizes, interval, options, mode):
-    plan = stage_plan(mode, interval, options)
+    plan = stage_plan(MODES[mode], interval, options)
     stage_sizes = dict(zip(("recall", "analyze", "summarize"), sizes, strict=True))
     epoch = one_epoch(stage_sizes, plan)
     assert Counter(epoch) == {s: stage_sizes[s] for s, _ in plan if stage_sizes[s]}

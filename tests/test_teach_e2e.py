@@ -19,7 +19,7 @@ import pytest
 from test_teacher_prompt import fewshot_question, in_user_order
 
 from tinythinker_ray.config import build_config
-from tinythinker_ray.data import format as fmt
+from tinythinker_ray.core import format as fmt
 from tinythinker_ray.data.loaders import embedded_dir, load_benchmark, load_fewshot
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.storage import read_jsonl

@@ -7,9 +7,9 @@ import random
 import pytest
 from test_teacher_prompt import DATASETS, fewshot_question, in_user_order
 
-from tinythinker_ray.data.format import ensure_period
+from tinythinker_ray.core.format import ensure_period
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.data.loaders import load_fewshot
-from tinythinker_ray.data.records import Question
 from tinythinker_ray.teacher import filters, prompt
 from tinythinker_ray.teacher.filters import Ask, Rationale, parse_reply
 
@@ -144,9 +144,13 @@ def test_select_diverse_seeded_fill():
     assert mixed[0] == far and mixed[1] in same  # distinct ones first, then the fill
 
 
-def test_plan_retries():
-    outcomes = [("full", 8, False, 256), ("short", 5, False, 256), ("cut", 0, True, 256),
-                ("capped", 2, True, 1500)]
-    plan = filters.plan_retries(outcomes, augment=8, max_tokens_cap=2048)
-    assert plan == {"short": Ask(3, 256), "cut": Ask(8, 512), "capped": Ask(6, 2048)}
-    assert filters.plan_retries([("q", 9, True, 256)], augment=8, max_tokens_cap=2048) == {}
+def test_plan_retries_reasks_the_unusable_replies_as_the_authors_or_the_missing_rationales():
+    O = filters.Outcome  # noqa: E741 (a short constructor name keeps the table of outcomes readable)
+    outcomes = [O("full", 0, 8, False, 256), O("disagree", 0, 5, False, 256), O("cut", 8, 0, True, 256),
+                O("capped", 3, 2, True, 1500)]
+    plan = filters.plan_retries(outcomes, reask="unusable", augment=8, max_tokens_cap=2048)
+    # replies that parsed but disagree with the vote are not replaced (the authors' generate notebook)
+    assert plan == {"cut": Ask(8, 512), "capped": Ask(3, 2048)}
+    plan = filters.plan_retries(outcomes, reask="missing", augment=8, max_tokens_cap=2048)
+    assert plan == {"disagree": Ask(3, 256), "cut": Ask(8, 512), "capped": Ask(6, 2048)}
+    assert filters.plan_retries([O("q", 0, 9, True, 256)], reask="missing", augment=8, max_tokens_cap=2048) == {}

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.data.loaders import load_fewshot
-from tinythinker_ray.data.records import Question
 from tinythinker_ray.teacher import prompt
 from tinythinker_ray.teacher.filters import Rationale, parse_reply
 
@@ -89,7 +89,11 @@ def test_constraint_rejects_off_format_replies():
     good = "Key Information: Milk spoils warm.\nExplanations: B is correct. Because cold.\n" \
            "A is incorrect. Because hot.\nC is incorrect. Because warm."
     assert re.fullmatch(rx, good)
-    bad = [good.replace("B is correct", "A is correct"),  # wrong gold
+    assert re.fullmatch(rx, good.replace("A is incorrect", "A is correct"))  # the verdicts are the teacher's
+    forced = prompt.constraint_regex(Q, line_chars=40, verdicts=True)
+    assert re.fullmatch(forced, good) and not re.fullmatch(forced, good.replace("A is incorrect", "A is correct"))
+    bad = [good.replace("B is correct", "B is maybe"),  # no verdict
+           good.replace("Explanations: B is", "Explanations: A is"),  # the user turn's option order
            good.replace("Milk spoils warm.", "Milk\nspoils."),  # two-line key information
            good.replace("Because hot.", "Because " + "x" * 45),  # over-long line
            good.replace("Because cold.", "Because  "),  # blank reason
@@ -101,10 +105,16 @@ def test_constraint_rejects_off_format_replies():
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.data())
-def test_whatever_the_constraint_admits_parses(data):
+def test_whatever_the_constraint_admits_parses_or_names_its_verdicts_fault(data):
     q = Question(id="x", stem="s", options=(("A", "a"), ("B", "b"), ("C", "c"), ("D", "d")), answer="C")
-    reply = data.draw(st.from_regex(prompt.constraint_regex(q, line_chars=12), fullmatch=True))
+    verdicts = data.draw(st.booleans())
+    reply = data.draw(st.from_regex(prompt.constraint_regex(q, line_chars=12, verdicts=verdicts), fullmatch=True))
     assume(reply.count("Explanations:") == 1)  # the one thing a bounded line cannot forbid
     out = parse_reply(reply, q.labels)
+    correct = re.findall(r"([A-D]) is correct\.", reply)
+    if len(correct) != 1:  # the shape alone leaves the verdicts free: the filters drop what has not one answer
+        assert not verdicts and out == ("no_correct_option" if not correct else "multiple_correct")
+        return
     assert isinstance(out, Rationale), (reply, out)
-    assert out.answer == "C" and [lab for lab, _ in out.explanations] == q.labels
+    assert out.answer == correct[0] and [lab for lab, _ in out.explanations] == q.labels
+    assert out.answer == "C" or not verdicts

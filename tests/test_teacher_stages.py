@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tinythinker_ray.data import format as fmt
-from tinythinker_ray.data.records import Question
+from tinythinker_ray.core import format as fmt
+from tinythinker_ray.core.records import Question
 from tinythinker_ray.teacher.asking import Replies
 from tinythinker_ray.teacher.filters import Rationale
 from tinythinker_ray.teacher.stages import STAGES, group_rows, question_rows, write_stages

@@ -14,11 +14,13 @@ import pytest
 import torch
 
 from tinythinker_ray.config import TrainConfig
-from tinythinker_ray.data import format as fmt
+from tinythinker_ray.core import format as fmt
+from tinythinker_ray.core.modes import MODES
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.storage import read_jsonl
 from tinythinker_ray.train.batches import (
     _ragged,
+    check_truncated,
     collate_sft,
     encode_example,
     encode_rows,
@@ -54,7 +56,7 @@ def test_causal_rows_mask_the_prompt_and_end_in_eos(tiny_llama):
     tok, seq2seq = tokenizer_for(tiny_llama)
     assert not seq2seq
     prompt, target = "Q?\n(A) x (B) y\nSummarize:", "So the answer is option B."
-    ids, labels = encode_example(tok, prompt, target, seq2seq=False, max_length=200)
+    ids, labels, _ = encode_example(tok, prompt, target, seq2seq=False, max_length=200)
     n_prompt = len(tok(prompt)["input_ids"])
     assert ids[:n_prompt] == tok(prompt)["input_ids"]  # exactly what inference feeds the model
     assert labels[:n_prompt] == [IGNORE] * n_prompt and labels[n_prompt:] == ids[n_prompt:]
@@ -66,11 +68,23 @@ def test_seq2seq_rows_and_truncation_keep_the_stage_cue(tiny_t5):
     tok, seq2seq = tokenizer_for(tiny_t5)
     assert seq2seq
     prompt = "word " * 300 + "\nAnalyze: For option B,"
-    ids, labels = encode_example(tok, prompt, "it is wrong.", seq2seq=True, max_length=32)
+    ids, labels, _ = encode_example(tok, prompt, "it is wrong.", seq2seq=True, max_length=32)
     assert len(ids) == 32 and tok.decode(ids, skip_special_tokens=True).endswith("Analyze: For option B,")
     assert labels == tok("it is wrong.")["input_ids"] and labels[-1] == tok.eos_token_id
     out = encode_rows({"input": [prompt, "short\nRecall:"], "target": ["a", "b"]}, model_path=tiny_t5, max_length=32)
     assert [len(x) for x in out["input_ids"]] == list(out["length"])
+    assert list(out["truncated"]) == [True, False]  # every cut row is flagged, so phase 1 can count it
+
+
+def test_nothing_is_cut_without_max_length_and_too_many_cut_rows_are_refused(tiny_t5):
+    """The authors never truncate in phase 1: with student.max_length unset the longest row stays whole."""
+    tok, _ = tokenizer_for(tiny_t5)
+    prompt = "word " * 300 + "\nSummarize:"
+    ids, labels, cut = encode_example(tok, prompt, "So the answer is option A.", seq2seq=True, max_length=None)
+    assert ids == tok(prompt)["input_ids"] and not cut and len(ids) > 300
+    check_truncated({"summarize": (1, 100)}, 32, share=0.01)  # 1%: allowed
+    with pytest.raises(ConfigError, match=r"'student.max_length': 32 tokens cut 2 of 100 summarize rows"):
+        check_truncated({"recall": (0, 10), "summarize": (2, 100)}, 32, share=0.01)
 
 
 def test_collate_pads_to_the_longest_row_with_a_mask():
@@ -126,7 +140,7 @@ def test_prepare_stage_shuffles_the_file_order_once_by_seed(ray_local, tiny_llam
     rows = [{"input": f"question {i}", "target": "yes"} for i in range(600)]
 
     def order(seed):
-        ds, batches = prepare_stage(rows, model_path=tiny_llama, max_length=32, batch_size=8, world_size=2,
+        ds, batches, _ = prepare_stage(rows, model_path=tiny_llama, max_length=32, batch_size=8, world_size=2,
                                     seed=seed)
         assert batches == 600 // 2 // 8
         return [int(tok.decode(r["input_ids"], skip_special_tokens=True).split()[1]) for r in ds.take_all()]
@@ -180,9 +194,9 @@ def _job(model_path: str, out_dir: Path, questions, *, zero: int, max_steps: int
                         memory_epoch_rows=memory_epoch_rows)
     datasets, sizes = {}, {}
     for stage, rows in overfit_rows(questions, copies).items():
-        datasets[stage], sizes[stage] = prepare_stage(rows, model_path=model_path,
+        datasets[stage], sizes[stage], _ = prepare_stage(rows, model_path=model_path,
                                                       max_length=200, batch_size=4, world_size=2)
-    plan = stage_plan("recall_analyze_summarize", 1, len(questions[0].options))
+    plan = stage_plan(MODES["recall_analyze_summarize"], 1, len(questions[0].options))
     spec = FitSpec(model_path=model_path, out_dir=str(out_dir), steps=schedule(sizes, plan, max_steps=max_steps),
                    steps_per_epoch=steps_per_epoch(sizes, plan), batch_size=4, lr=lr, train=train,
                    scheduler="constant", warmup=0.0, eval_every=eval_every, name=name, phase="test")

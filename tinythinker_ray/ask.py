@@ -21,10 +21,11 @@ from pathlib import Path
 import yaml
 
 from .config import Config
-from .data import format as fmt
-from .data.records import Question
+from .core import format as fmt
+from .core.modes import get_mode
+from .core.records import Question
 from .errors import ConfigError
-from .eval.chain import ChainResult, run_chain, stages_of, vote
+from .eval.chain import ChainResult, run_chain, vote
 from .eval.evaluate import chain_params, pick_backend
 from .export import best_student
 from .models import resolve_model
@@ -97,9 +98,7 @@ def show(q: Question, chains: list[ChainResult], seconds: list[float], mode: str
             print(f"  ({label}) {text:<30.30} {counts.get(label, 0):>3}  {'#' * counts.get(label, 0)}".rstrip())
         print(f"  {'none':<34} {counts.get(None, 0):>3}")
         print(f"answer (self-consistency): {named(vote([c.prediction for c in chains]))}")
-    use_recall, use_analyze = stages_of(mode)
-    stages = ["recall"] * use_recall + ["analyze"] * use_analyze + ["summarize"]
-    spent = ", ".join(f"{s} {t:.2f} s" for s, t in zip(stages, seconds, strict=False))
+    spent = ", ".join(f"{s} {t:.2f} s" for s, t in zip(get_mode(mode).stages, seconds, strict=False))
     print(f"time: {spent}, total {sum(seconds):.2f} s")
 
 
@@ -138,7 +137,7 @@ def main(cfg: Config, words: list[str]) -> int:
                 print(e, file=sys.stderr)  # interactive: say why and ask again
                 continue
             sampler.seconds = []
-            chains = run_chain(sampler, [q], mode, **params)[0]
+            chains = run_chain(sampler, [q], get_mode(mode), **params)[0]
             show(q, chains, sampler.seconds, mode)
     finally:
         sampler.sampler.close()

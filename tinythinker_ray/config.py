@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .core.modes import MODES
 from .errors import ConfigError
 
-StageMode = Literal["summarize", "recall_summarize", "analyze_summarize", "recall_analyze_summarize"]
 ReflectMode = Literal["recall", "analyze", "recall_analyze"]
 # "auto" (student sampler only): vLLM for causal students, HF for T5, which vLLM cannot run.
 Backend = Literal["auto", "vllm", "hf", "openai", "replay", "rules"]
@@ -108,10 +108,16 @@ class TeacherConfig(SamplerConfig):
     samples: int = Field(8, ge=1)  # teacher samples per question
     temperature: float = Field(0.8, ge=0)
     max_tokens: int = Field(256, ge=16)
-    constrained: bool = True  # regex-constrained decoding where the backend supports it (vllm)
+    constrained: bool = True  # regex-constrained decoding of the reply's shape where the backend supports it (vllm)
+    # constrained decoding also writes the verdicts (gold correct, others incorrect): the teacher can then never
+    # disagree with the label, so nothing is relabelled; off = the verdicts are the teacher's, as the authors'
+    constrain_verdicts: bool = False
     augment: int = Field(8, ge=1)  # rationales kept per question
     diversity_threshold: int = Field(10, ge=0)  # min pairwise edit distance of Key Information
-    retry_rounds: int = Field(3, ge=0)  # extra rounds for questions with too few good samples
+    retry_rounds: int = Field(2, ge=0)  # extra rounds of asking (the authors: CSQA 2, OBQA 2, StrategyQA 1)
+    # what a retry round asks for: unusable = as many samples as the last round's replies that did not parse
+    # (the authors'); missing = up to `augment` rationales that agree with the label
+    reask: Literal["unusable", "missing"] = "unusable"
     block_size: int = Field(64, ge=1)  # questions per appended block of replies (the unit of resume)
     line_chars: int = Field(300, ge=8)  # constrained decoding: max characters of each reply line
     error_rate: float = Field(0.0, ge=0, le=1)  # rules backend: share of samples that reason to a wrong answer
@@ -119,8 +125,11 @@ class TeacherConfig(SamplerConfig):
 
 class StudentConfig(_Section):
     model: str = "tiny-t5"  # HF folder or hub name, or a built-in: tiny-t5 | tiny-llama | smollm2-135m
-    max_length: int = Field(200, ge=8)  # max tokens of input and of target
-    max_new_tokens: int = Field(96, ge=1)
+    # max tokens of a training input and of its target; None = nothing is cut, as the authors train. When set,
+    # every cut row is counted per stage (sft/data.json) and phase 1 refuses if more than max_truncated_share are
+    max_length: int | None = Field(None, ge=8)
+    max_truncated_share: float = Field(0.01, ge=0, le=1)
+    max_new_tokens: int = Field(200, ge=1)  # per generated stage (the authors generate up to 200 tokens)
 
 
 class TrackingConfig(_Section):
@@ -149,7 +158,9 @@ class TrainConfig(_Section):
     max_failures: int = Field(0, ge=-1)  # Ray Train FailureConfig: restarts of dead workers
     checkpoints_to_keep: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
-    eval_limit: int | None = Field(200, ge=1)  # validation questions run through the chain at each eval point
+    # validation questions run through the chain at each eval point; None = the whole split, as the authors pick
+    # the best checkpoint
+    eval_limit: int | None = Field(None, ge=1)
     # batches of similar length (less padding); off = plain shuffled order. On small data it can slow learning:
     # a bucket's rows share a shape (benchmarks/results/learning.md), so the learning check turns it off.
     bucket_by_length: bool = True
@@ -161,16 +172,23 @@ class TrainConfig(_Section):
 
 
 class SFTConfig(_Section):
-    mode: StageMode = "recall_analyze_summarize"
+    mode: str = "recall_analyze_summarize"  # a phase-1 mode of core/modes.py: which stages train and run
     interval: int = Field(100, ge=1)  # recall/summarize block; analyze block = interval x number of options
     lr: float = Field(5e-4, gt=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup: float = Field(0.1, ge=0, le=1)
-    batch_size: int = Field(8, ge=1)  # per worker
-    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(64, ge=1)  # per worker (the authors: 64 on one GPU)
+    epochs: float = Field(10.0, gt=0)  # passes over every stage dataset (the authors: 10)
     max_steps: int | None = None  # overrides epochs
     eval_every: int | None = None  # steps; None = once per full schedule cycle
     seed: int = 42
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in MODES:
+            raise ValueError(f"unknown mode; modes: {', '.join(MODES)}")
+        return v
 
 
 class ReflectConfig(_Section):
@@ -184,7 +202,7 @@ class ReflectConfig(_Section):
     alpha: float = Field(0.5, ge=0)  # RPO: weight of the chosen NLL term
     lr: float = Field(5e-6, gt=0)
     warmup: float = Field(0.1, ge=0, le=1)  # cosine schedule with this warmup fraction, as the reference
-    batch_size: int = Field(8, ge=1)  # pairs per worker per step
+    batch_size: int = Field(32, ge=1)  # pairs per worker per step (the authors: 32)
     cycles: int = Field(10, ge=1)  # training steps = cycles x (recall block + analyze block), as the reference
     max_questions: int | None = None
     seed: int = 42
@@ -230,6 +248,16 @@ class SynthConfig(_Section):
     fewshot: int = Field(8, ge=1)  # teacher exemplars written to fewshot_rationales.json
 
 
+# The authors' per-dataset teacher settings (datasets/Prompt Engineering.ipynb of shengminp/TinyThinker): shots,
+# samples per question, rationales kept, retry rounds. The fields' own defaults are CommonsenseQA's; naming one of
+# these datasets in data.name fills every key here that the config does not set itself.
+DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "csqa": {"teacher": {"shots": 8, "samples": 8, "augment": 8, "retry_rounds": 2}},
+    "obqa": {"teacher": {"shots": 7, "samples": 4, "augment": 4, "retry_rounds": 2}},
+    "strategyqa": {"teacher": {"shots": 8, "samples": 4, "augment": 4, "retry_rounds": 1}},
+}
+
+
 class Config(_Section):
     run_dir: str = "runs/default"  # local path or s3:// / gs:// (checkpoints, datasets, reports)
     seed: int = 42
@@ -244,6 +272,20 @@ class Config(_Section):
     tune: TuneConfig = TuneConfig()
     cluster: ClusterConfig = ClusterConfig()
     synth: SynthConfig = SynthConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_defaults(cls, tree: Any) -> Any:
+        """Fill DATASET_DEFAULTS for data.name under whatever the config left unset."""
+        if not isinstance(tree, dict) or not isinstance(tree.get("data", {}), dict):
+            return tree
+        defaults = DATASET_DEFAULTS.get(str((tree.get("data") or {}).get("name", "csqa")), {})
+        tree = dict(tree)
+        for section, values in defaults.items():
+            given = tree.get(section)
+            if given is None or isinstance(given, dict):
+                tree[section] = values | (given or {})
+        return tree
 
 
 # ----- loading -----------------------------------------------------------------------------------------------------
@@ -279,8 +321,8 @@ def _format_error(err: ValidationError) -> str:
             lines.append(f"unknown config key '{key}'")
         elif e["type"] == "literal_error":
             lines.append(f"config key '{key}': {e['msg']} (got {e['input']!r})")
-        else:
-            lines.append(f"config key '{key}': {e['msg']} (got {e['input']!r})")
+        else:  # a validator's own message comes as "Value error, <message>"
+            lines.append(f"config key '{key}': {e['msg'].removeprefix('Value error, ')} (got {e['input']!r})")
     return "; ".join(lines)
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import yaml
 
 from .config import Config
+from .core.modes import FULL, get_mode
+from .core.records import Question
 from .data.commands import three_stage_sample
-from .data.records import Question
 from .errors import ConfigError
 from .report import _rounds, _table
 from .storage import atomic_write_text
@@ -136,7 +137,7 @@ def model_card(run: Path, source: Path, out: Path, settings: dict, *, seq2seq: b
         "\n## Prompt format\n",
         "Three stages, each one generation: recall knowledge, analyze every option in turn, then summarize. "
         "Inputs and the summary target, for one question:\n",
-        f"```text\n{three_stage_sample(EXAMPLE)}\n```",
+        f"```text\n{three_stage_sample(EXAMPLE, get_mode(_setting(settings, 'sft.mode') or FULL))}\n```",
         "\n## Usage\n",
         f"```bash\ntinythinker ask --model {out} \"Where do you keep milk?\" fridge oven shelf\n```\n",
         "With transformers alone:\n",

@@ -106,9 +106,10 @@ def write_report(run_dir: str | Path) -> Path:
     evals = []
     for s in sorted((run / "eval").glob("*/summary.json")):
         e = json.loads(s.read_text())
-        evals.append([s.parent.name, e.get("accuracy"), e.get("sc_accuracy"), e.get("n", e.get("questions"))])
-    if evals:
-        parts += ["\n## Accuracy", _table(["evaluation", "accuracy", "self-consistency", "questions"], evals)]
+        evals.append([s.parent.name, e.get("accuracy"), e.get("lenient_accuracy", "-"), e.get("sc_accuracy"),
+                      e.get("n", e.get("questions"))])
+    if evals:  # accuracy: "the answer is option X." exactly, as the authors score; lenient: case, ( ) and "." free
+        parts += ["\n## Accuracy", _table(["evaluation", "accuracy", "lenient", "self-consistency", "questions"], evals)]
     metrics = list(read_jsonl(run / "sft" / "metrics.jsonl"))
     points = [m for m in metrics if "val_accuracy" in m]
     if points:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import AdapterConfig
+from ..core.records import Question
 from ..errors import DataError
 from .loaders import Splits, _RowReader
 from .presets import GENERIC, PRESETS
-from .records import Question
 
 SPLITS = ("train", "valid", "test")
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "val": "valid",

@@ -7,22 +7,23 @@ from collections import Counter
 from pathlib import Path
 
 from ..config import Config
+from ..core import format as fmt
+from ..core.modes import Mode, get_mode, mode_input
 from ..errors import ConfigError
 from ..storage import write_jsonl
-from . import format as fmt
 from .loaders import load_benchmark, load_dataset_cfg
 
 
-def three_stage_sample(q) -> str:
-    """The question rendered as its recall input, one analyze input, and the summarize target."""
-    first = q.labels[0]
-    return "\n".join([
-        "--- recall input ---", fmt.recall_input(q),
-        "--- analyze input (first option) ---", fmt.analyze_input(q, first, "<recalled knowledge>"),
-        "--- summarize input ---",
-        fmt.summarize_input(q, "<recalled knowledge>", [(lab, f"<analysis of {lab}>") for lab in q.labels]),
-        "--- summarize target ---", fmt.summarize_target(q.answer),
-    ])
+def three_stage_sample(q, mode: Mode) -> str:
+    """The question's stage inputs as phase-1 `mode` trains them (the teacher's full rows rewritten by the same
+    mode_input sft uses), and the summarize target."""
+    recall, analyses = "<recalled knowledge>", [(lab, f"<analysis of {lab}>") for lab in q.labels]
+    full = {"recall": fmt.recall_input(q), "analyze": fmt.analyze_input(q, q.labels[0], recall),
+            "summarize": fmt.summarize_input(q, recall, analyses)}
+    lines = [f"--- mode {mode.name}: trains {', '.join(mode.stages)} ---"]
+    for stage in mode.stages:
+        lines += [f"--- {stage} input{' (first option)' if stage == 'analyze' else ''} ---", mode_input(full[stage], mode)]
+    return "\n".join([*lines, "--- summarize target ---", fmt.summarize_target(q.answer)])
 
 
 def split_table(splits) -> str:
@@ -55,7 +56,7 @@ def synth_main(cfg: Config) -> int:
           f" --teacher.fewshot_path {out}")
     splits = load_benchmark("custom", str(out))
     print(split_table(splits))
-    print(three_stage_sample(splits.train[0]))
+    print(three_stage_sample(splits.train[0], get_mode(cfg.sft.mode)))
     return 0
 
 
@@ -63,7 +64,8 @@ def main(cfg: Config, words: list[str]) -> int:
     action = words[0] if words else "show"
     if action not in ("prepare", "show", "synth") or len(words) > 1:
         raise ConfigError(f"bad arguments 'data {' '.join(words)}' (usage: tinythinker data prepare | show | synth, "
-                          "with --data.name, --data.path, --data.seed, --skip-bad-rows; synth: --synth.*)")
+                          "with --data.name, --data.path, --data.seed, --skip-bad-rows, --sft.mode; "
+                          "synth: --synth.*)")
     if action == "synth":
         return synth_main(cfg)
     d = cfg.data
@@ -82,5 +84,5 @@ def main(cfg: Config, words: list[str]) -> int:
             write_jsonl(out / f"{name}.jsonl", [q.to_dict() for q in splits.get(name)])
         print(f"wrote {out}/{{train,valid,test}}.jsonl")
     if splits.train:
-        print(three_stage_sample(splits.train[0]))
+        print(three_stage_sample(splits.train[0], get_mode(cfg.sft.mode)))
     return 0

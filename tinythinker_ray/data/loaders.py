@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..core.records import Question
 from ..errors import DataError
 from .presets import PRESETS
-from .records import Question
 
 BENCHMARKS = ("csqa", "obqa", "strategyqa", "custom")
 # Official file names per benchmark; `custom` uses the plain names.

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config, SynthConfig
+from ..core.records import Question
 from ..errors import ConfigError, DataError
 from ..storage import atomic_write_json, write_jsonl
-from .records import Question
 
 WORLD_FILE = "world.json"
 SPLIT_FILES = {"train": "train.jsonl", "valid": "dev.jsonl", "test": "test.jsonl"}  # custom loader's names

@@ -20,15 +20,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import Config, SamplerConfig
+from ..core.modes import Mode, get_mode
+from ..core.records import Question
 from ..data.loaders import load_dataset_cfg, read_questions
-from ..data.records import Question
 from ..errors import ConfigError, DataError
 from ..models import is_seq2seq, resolve_model
 from ..raylib import ensure_ray
 from ..sampling.base import GenParams, Sampler
 from ..sampling.pool import map_with_sampler
 from ..storage import append_jsonl, atomic_write_json, read_jsonl, workspace
-from .chain import ChainResult, accuracy, run_chain, stages_of, vote
+from .chain import ChainResult, accuracy, run_chain, vote
 
 
 def pick_backend(sampler: SamplerConfig, model_path: str) -> str:
@@ -49,13 +50,13 @@ def chain_params(cfg: Config) -> dict[str, GenParams]:
     generation); without a recall stage the K samples move to the analyses. Summaries stay greedy."""
     k, max_new = cfg.eval.samples, cfg.student.max_new_tokens
     temp = cfg.eval.temperature if k > 1 else 0.0
-    use_recall, _ = stages_of(cfg.sft.mode)
+    use_recall = get_mode(cfg.sft.mode).recall
     return {"recall": GenParams(n=k if use_recall else 1, temperature=temp, max_tokens=max_new, seed=cfg.seed),
             "analyze": GenParams(n=1 if use_recall else k, temperature=temp, max_tokens=max_new, seed=cfg.seed),
             "summarize": GenParams(max_tokens=16)}
 
 
-def chain_task(sampler: Sampler, rows: list[dict], *, mode: str, params: dict[str, GenParams]) -> list[dict]:
+def chain_task(sampler: Sampler, rows: list[dict], *, mode: Mode, params: dict[str, GenParams]) -> list[dict]:
     """Runs inside a pool replica: the full chain over one batch of questions."""
     questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
     results = run_chain(sampler, questions, mode, **params)
@@ -95,7 +96,7 @@ def evaluate(cfg: Config, model_path: str, questions: list[Question], split_name
 
     backend = pick_backend(cfg.sampler, model_path)
     sampler_cfg = cfg.sampler.model_copy(update={"backend": backend, "model": model_path})
-    task = functools.partial(chain_task, mode=cfg.sft.mode, params=chain_params(cfg))
+    task = functools.partial(chain_task, mode=get_mode(cfg.sft.mode), params=chain_params(cfg))
     start = time.perf_counter()
     if todo:
         ray = ensure_ray(cfg)
@@ -114,7 +115,8 @@ def evaluate(cfg: Config, model_path: str, questions: list[Question], split_name
 
     chains = [[ChainResult.from_dict(c) for c in done[q.id]["chains"]] for q in questions]
     scores = accuracy(chains)
-    summary = {"accuracy": scores["accuracy"], "sc_accuracy": scores["sc_accuracy"], "n": len(questions),
+    summary = {"accuracy": scores["accuracy"], "lenient_accuracy": scores["lenient_accuracy"],
+               "sc_accuracy": scores["sc_accuracy"], "n": len(questions),
                "model": model_path, "split": split_name, "samples": samples, "mode": cfg.sft.mode,
                "backend": backend, "replicas": cfg.sampler.replicas, "seconds": round(seconds, 3),
                "questions_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
@@ -135,10 +137,11 @@ def print_summary(summary: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"eval {summary['split']}: {summary['model']}")
-    for col in ("accuracy", "self-consistency", "questions", "questions/s", "samples", "backend"):
+    for col in ("accuracy", "lenient", "self-consistency", "questions", "q/s", "samples", "backend"):
         table.add_column(col, justify="right")
     qps = summary["questions_per_s"]
-    table.add_row(f"{summary['accuracy']:.2%}", f"{summary['sc_accuracy']:.2%}", str(summary["n"]),
+    table.add_row(f"{summary['accuracy']:.2%}", f"{summary['lenient_accuracy']:.2%}", f"{summary['sc_accuracy']:.2%}",
+                  str(summary["n"]),
                   "-" if qps is None else f"{qps:.2f}", str(summary["samples"]), summary["backend"])
     Console().print(table)
 

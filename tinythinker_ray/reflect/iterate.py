@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from ..config import Config, with_overrides
-from ..data.records import Question
+from ..core.records import Question
 from ..errors import ConfigError
 from ..storage import Manifest, atomic_write_json, read_jsonl, workspace, write_jsonl
-from ..train.batches import collate_pairs
+from ..train.batches import check_truncated, collate_pairs
 from ..train.loop import ChainEval, FitSpec, Objective, fit
 from ..train.losses import rpo_step_loss
 from ..train.schedule import pair_plan, schedule, steps_per_epoch
@@ -47,12 +48,14 @@ def _split(cfg: Config, split: str, limits: list[int | None]) -> list[Question]:
 
 
 def training_questions(cfg: Config) -> list[Question]:
-    """One per question the teacher covered (teach/recall_single.jsonl, when present), as the reference."""
+    """One per question the teacher covered (teach/recall_single.jsonl, when present), as the reference, each
+    with the label phase 1 trained on: the teacher's majority relabels a question (teacher/filters.judge), and a
+    self-generated chain is right when it reaches that label, as the authors' generate.py judges it."""
     questions = _split(cfg, "train", [])
     covered = Path(cfg.run_dir) / "teach" / "recall_single.jsonl"
     if covered.exists():
-        qids = {str(r["qid"]) for r in read_jsonl(covered)}
-        questions = [q for q in questions if q.id in qids]
+        labels = {str(r["qid"]): r.get("label") for r in read_jsonl(covered)}
+        questions = [replace(q, answer=labels[q.id] or q.answer) for q in questions if q.id in labels]
     caps = [n for n in (cfg.reflect.max_questions, cfg.data.max_train) if n]
     return questions[: min(caps)] if caps else questions
 
@@ -135,7 +138,9 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
         return record
 
     scored = with_reference_logps([p for rows in trainable.values() for p in rows], policy, cfg)
-    datasets, sizes = stage_datasets(scored, trainable, cfg)
+    datasets, sizes, cut = stage_datasets(scored, trainable, cfg)
+    record["truncated_pairs"] = {s: n for s, (n, _) in cut.items()}
+    check_truncated(cut, cfg.student.max_length, cfg.student.max_truncated_share)
     plan, total = pair_plan({s: len(p) for s, p in trainable.items()}, r.batch_size, tc.num_workers, r.cycles)
     steps = schedule(sizes, plan, max_steps=total)
     print(f"[reflect {round_}] pairs: recall {record['recall_pairs']}, analyze {record['analyze_pairs']} | "

@@ -4,15 +4,21 @@ Phase 2 of TinyThinker, as the reference's generate.py builds them:
 
 recall pairs, one question at a time: recalls whose chain reached the gold label are chosen, the others
 rejected (each side deduplicated by text; a recall on both sides is dropped). A question without a rejected
-recall gives nothing. The two sides are balanced: extra rejected recalls are drawn (with replacement) when
-chosen outnumber them; when rejected outnumber chosen, chosen is topped up with the TEACHER's recalls of that
-question. prompt = recall_input(q).
+recall gives nothing. The two sides are balanced: when chosen outnumber rejected, the rejected side is resampled
+(with replacement) to their number; when rejected outnumber chosen, chosen is topped up with the TEACHER's
+recalls of that question. prompt = recall_input(q).
 
 analyze pairs, one (question, chosen recall) at a time: analysis sets sampled for that recall are chosen when
 their greedy summary was right, rejected when wrong; only predictions naming an option of the question that
-was also analysed count. Both-side sets are dropped, no rejected -> nothing, balance as above (top-up from
-the analyses that came with the recall: its own right chain or the teacher's). Each match gives TWO pairs:
-the gold option's analysis and the rejected prediction's option's analysis, chosen vs rejected.
+was also analysed count. Both-side sets are dropped, no rejected -> nothing. Balance: more chosen -> rejected
+resampled to their number; more rejected and no chosen -> the analyses that came with the recall (its own right
+chain or the teacher's) as chosen; more rejected and some chosen -> (rejected - chosen) draws of the chosen side
+replace it. Each match gives TWO pairs: the gold option's analysis and the rejected prediction's option's
+analysis, chosen vs rejected.
+
+"Gold" is the label phase 1 trained on (the teacher-relabelled one, reflect/iterate.training_questions). One
+deliberate difference: a pair whose chosen and rejected texts are equal carries no preference and is dropped
+(the authors keep it).
 
 Rows in (one JSON line each, as selfgen writes them):
   recall generations   {"qid", "question": Question dict, "chains": [{"recall", "analyses", "prediction"}]}
@@ -28,8 +34,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator, Mapping
 
-from ..data import format as fmt
-from ..data.records import Question
+from ..core import format as fmt
+from ..core.records import Question
 from ..errors import DataError
 
 SUMMARIZE_FILE, RECALL_FILE = "teach/summarize.jsonl", "teach/recall.jsonl"
@@ -65,12 +71,24 @@ def _split_sides(chains: list[dict], key, gold: str) -> tuple[list[dict], list[d
             [c for k, c in wrong.items() if k not in common])
 
 
-def _balance(chosen: list, rejected: list, top_up: list, rng: random.Random) -> tuple[list, list]:
-    """Equal sides: draw extra rejected when chosen outnumber them, else top chosen up from `top_up`."""
+def _balance_recall(chosen: list, rejected: list, teacher: list, rng: random.Random) -> tuple[list, list]:
+    """generate.py's recall sides: more chosen -> the rejected side resampled (with replacement) to their number;
+    more rejected -> chosen topped up with the teacher's recalls of the question (the difference)."""
     if len(chosen) > len(rejected):
-        rejected = rejected + rng.choices(rejected, k=len(chosen) - len(rejected))
-    elif len(rejected) > len(chosen):
-        chosen = chosen + _draw(top_up, len(rejected) - len(chosen), rng)
+        return chosen, rng.choices(rejected, k=len(chosen))
+    return chosen + _draw(teacher, len(rejected) - len(chosen), rng), rejected
+
+
+def _balance_analyze(chosen: list, rejected: list, backup: list, rng: random.Random) -> tuple[list, list]:
+    """generate.py's analyze sides: more chosen -> the rejected side resampled to their number; more rejected
+    and no chosen -> as many backup sets (the analyses that came with the recall) as rejected; more rejected
+    and some chosen -> the chosen side REPLACED by (rejected - chosen) draws of itself, so the matches (zip)
+    are that many."""
+    if len(chosen) > len(rejected):
+        return chosen, rng.choices(rejected, k=len(chosen))
+    if len(rejected) > len(chosen):
+        pool, k = (chosen, len(rejected) - len(chosen)) if chosen else (backup, len(rejected))
+        return (rng.choices(pool, k=k) if pool else []), rejected
     return chosen, rejected
 
 
@@ -107,7 +125,7 @@ def recall_pairs_for(q: Question, chains: list[dict], teacher: list[dict], rng: 
     chosen, rejected = _split_sides(chains, lambda c: c["recall"], q.answer)
     if not rejected:
         return []
-    chosen, rejected = _balance(chosen, rejected, teacher, rng)
+    chosen, rejected = _balance_recall(chosen, rejected, teacher, rng)
     prompt = fmt.recall_input(q)
     return [{"prompt": prompt, "chosen": c["recall"], "rejected": r["recall"], "qid": q.id, "stage": "recall",
              "chosen_analyses": c.get("analyses")}
@@ -157,9 +175,8 @@ def analyze_pairs_for(q: Question, recall: str, chains: list[dict], backup: list
     chosen, rejected = _split_sides(chains, lambda c: _key(c["analyses"]), q.answer)
     if not rejected:
         return []
-    # Top-up candidates: the backup analysis sets, or (with no backup) the chosen sets themselves.
-    pool = [{"analyses": a, "prediction": q.answer} for a in backup] or list(chosen)
-    chosen, rejected = _balance(chosen, rejected, pool, rng)
+    chosen, rejected = _balance_analyze(chosen, rejected, [{"analyses": a, "prediction": q.answer} for a in backup],
+                                        rng)
     out = []
     for c, r in zip(chosen, rejected, strict=False):  # a shorter side ends the matches
         mine, theirs = dict(map(tuple, c["analyses"])), dict(map(tuple, r["analyses"]))

@@ -84,18 +84,20 @@ def with_reference_logps(pairs: list[dict], model_path: str, cfg: Config):
     return score_pairs(ds, model_path, cfg, "ref").materialize()
 
 
-def _encode(batch: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:
+def _encode(batch: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:  # keeps "stage" beside the tokens
     return {"stage": batch["stage"], **encode_pair_rows(batch, **kwargs)}
 
 
-def stage_datasets(scored, stages, cfg: Config) -> tuple[dict, dict[str, int]]:
-    """One training dataset per stage (token + reference columns) and its batches per worker."""
-    datasets, sizes = {}, {}
+def stage_datasets(scored, stages, cfg: Config) -> tuple[dict, dict[str, int], dict[str, tuple[int, int]]]:
+    """One training dataset per stage (token + reference columns), its batches per worker, and (pairs cut by
+    student.max_length, pairs)."""
+    datasets, sizes, cut = {}, {}, {}
     for stage in stages:
-        ds = scored.filter(expr=f"stage == {stage!r}").select_columns([*PAIR_COLUMNS, *REF])
-        datasets[stage] = ds.materialize()
-        sizes[stage] = datasets[stage].count() // cfg.train.num_workers // cfg.reflect.batch_size
-    return datasets, sizes
+        ds = scored.filter(expr=f"stage == {stage!r}").materialize()
+        cut[stage] = (int(ds.sum("truncated") or 0), ds.count())
+        datasets[stage] = ds.select_columns([*PAIR_COLUMNS, *REF]).materialize()
+        sizes[stage] = cut[stage][1] // cfg.train.num_workers // cfg.reflect.batch_size
+    return datasets, sizes, cut
 
 
 def logp_margins(scored, model_path: str, cfg: Config) -> dict[str, dict[str, float]]:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..config import Config
-from ..data.records import Question
+from ..core.records import Question
 from ..eval.chain import run_chain
 from ..sampling.base import GenParams, Sampler
 from ..sampling.pool import map_with_sampler

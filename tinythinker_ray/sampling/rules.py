@@ -27,8 +27,8 @@ import random
 import re
 
 from ..config import SamplerConfig
-from ..data import format as fmt
-from ..data.records import Question
+from ..core import format as fmt
+from ..core.records import Question
 from ..data.synth import STYLES, View, World, explain, load_world, parse_stem, reply_lines
 from ..errors import ConfigError, DataError
 from ..teacher.prompt import reply_text

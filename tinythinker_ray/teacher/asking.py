@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from ..config import Config
-from ..data.records import Question
+from ..core.records import Question
 from ..errors import DataError, TinyThinkerError
 from ..sampling.base import GenParams, Sampler
 from ..sampling.replay import recording
@@ -34,11 +34,11 @@ class TeacherError(TinyThinkerError):
 # ----- the task each sampler replica runs ------------------------------------------------------------
 
 def sample_block(sampler: Sampler, rows: list[dict], *, system: str, round: int, temperature: float,
-                 seed: int, line_chars: int | None) -> list[dict]:
+                 seed: int, line_chars: int | None, verdicts: bool = False) -> list[dict]:
     """Ray Data rows {qid, question (JSON), n, max_tokens} -> {qid, reply (JSON of one replies.jsonl line)}.
 
     Questions asking for the same (n, max_tokens) go to the engine in one `generate` call; `line_chars` set
-    means constrained decoding (one regex per question)."""
+    means constrained decoding (one regex per question; `verdicts`: the regex writes them too)."""
     questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
     by_ask: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -46,7 +46,7 @@ def sample_block(sampler: Sampler, rows: list[dict], *, system: str, round: int,
     out: list[dict] = [{}] * len(rows)
     for (n, max_tokens), idx in by_ask.items():
         chats = [prompt.messages(questions[i], system) for i in idx]
-        regexes = [prompt.constraint_regex(questions[i], line_chars) for i in idx] if line_chars else None
+        regexes = [prompt.constraint_regex(questions[i], line_chars, verdicts) for i in idx] if line_chars else None
         params = GenParams(n=n, temperature=temperature, max_tokens=max_tokens,
                            seed=seed + SEED_STRIDE * round)
         for j, (i, completions) in enumerate(zip(idx, sampler.generate(chats, params, regexes), strict=True)):
@@ -154,7 +154,7 @@ def sample_round(cfg: Config, model: str | None, system: str, questions: dict[st
              "max_tokens": a.max_tokens} for qid, a in asks.items()]
     constrained = t.constrained and t.backend == "vllm"
     task = partial(sample_block, system=system, round=round, temperature=t.temperature, seed=t.seed,
-                   line_chars=t.line_chars if constrained else None)
+                   line_chars=t.line_chars if constrained else None, verdicts=t.constrain_verdicts)
     ctx = ray.data.DataContext.get_current()
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # our own bar counts questions
     done = samples = 0

@@ -2,8 +2,8 @@
 
     1. load the splits (data.*; data.max_train caps the training questions), write teach/questions/*.jsonl
     2. round 0 asks the teacher for `teacher.samples` replies per question; each following round (at most
-       `teacher.retry_rounds`) asks again, for the number missing, every question with fewer than
-       `teacher.augment` usable rationales (twice the tokens where replies were cut by length)
+       `teacher.retry_rounds`) asks again for as many samples as a question's last round could not use
+       (`teacher.reask`; twice the tokens where replies were cut by length)
     3. filter every question's replies (teacher/filters.py), build and deduplicate the stage rows
        (teacher/stages.py), write teach/{recall,recall_single,analyze,summarize}.jsonl and teach/stats.json
 
@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import Config, TeacherConfig, dump_config
-from ..data.format import question_block
+from ..core.format import question_block
+from ..core.records import Question
 from ..data.loaders import load_dataset_cfg
-from ..data.records import Question
 from ..errors import ConfigError, DataError
 from ..storage import Manifest, atomic_write_json, atomic_write_text, workspace, write_jsonl
 from . import fewshot, filters, prompt
@@ -104,11 +104,13 @@ def _plan_next(cfg: Config, questions: dict[str, Question], asks: dict[str, filt
     outcomes = []
     for qid, ask in asks.items():
         lines = replies.lines(qid)
-        verdict, _ = _judge(questions[qid], lines, t, cfg.seed)
+        verdict, per_round = _judge(questions[qid], lines, t, cfg.seed)
+        unusable = sum(n - ok for rnd, n, ok, _ in per_round if rnd == round)
         cut = any(c["finish_reason"] == "length"
                   for ln in lines if ln["round"] == round for c in ln["completions"])
-        outcomes.append((qid, verdict.consistent, cut, ask.max_tokens))
-    return filters.plan_retries(outcomes, t.augment, max(t.max_tokens, t.max_model_len))
+        outcomes.append(filters.Outcome(qid, unusable, verdict.consistent, cut, ask.max_tokens))
+    return filters.plan_retries(outcomes, reask=t.reask, augment=t.augment,
+                                max_tokens_cap=max(t.max_tokens, t.max_model_len))
 
 
 def _build(cfg: Config, train: list[Question], replies: Replies, out: Path) -> dict:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
+from ..core.records import Question
 from ..data.loaders import load_fewshot
-from ..data.records import Question
 from ..errors import ConfigError
 from ..storage import atomic_write_json
 from . import filters, prompt

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
-from ..data.format import ensure_period
+from ..core.format import ensure_period
 
 # Why a reply is dropped (stats count each): cut by max_tokens, the engine/endpoint failed, no usable
 # "Key Information:" line, an explanation whose head is not "X is correct." / "X is incorrect.", a letter
@@ -164,15 +164,29 @@ class Ask:
     max_tokens: int
 
 
-def plan_retries(outcomes: Iterable[tuple[str, int, bool, int]], augment: int, max_tokens_cap: int
-                 ) -> dict[str, Ask]:
-    """(qid, consistent samples so far, cut by length in the last round, last max_tokens) -> next asks.
+@dataclass(frozen=True)
+class Outcome:
+    """One question after a round of asking."""
 
-    A question short of `augment` consistent rationales asks for the number missing; one whose replies were
-    cut by length gets twice the tokens (capped), as the reference doubled max_tokens for it.
+    qid: str
+    unusable: int  # replies of this round that did not parse (cut by length, malformed, ...)
+    consistent: int  # rationales so far (all rounds) that agree with the voted label
+    cut: bool  # a reply of this round was cut by max_tokens
+    max_tokens: int  # what this round asked for
+
+
+def plan_retries(outcomes: Iterable[Outcome], *, reask: str, augment: int, max_tokens_cap: int
+                 ) -> dict[str, Ask]:
+    """The next round's asks.
+
+    reask "unusable" (the authors' cost model): a question asks again for as many samples as its round's replies
+    that could not be used; replies that parsed but disagree with the vote are not replaced. "missing": a
+    question short of `augment` consistent rationales asks for the number missing. Either way a question whose
+    replies were cut by length gets twice the tokens (capped), as the authors doubled max_tokens for it.
     """
     plan = {}
-    for qid, consistent, cut, max_tokens in outcomes:
-        if consistent < augment:
-            plan[qid] = Ask(augment - consistent, min(max_tokens * 2, max_tokens_cap) if cut else max_tokens)
+    for o in outcomes:
+        n = o.unusable if reask == "unusable" else augment - o.consistent
+        if n > 0:
+            plan[o.qid] = Ask(n, min(o.max_tokens * 2, max_tokens_cap) if o.cut else o.max_tokens)
     return plan

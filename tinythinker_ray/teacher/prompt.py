@@ -7,14 +7,14 @@
 
 The reply we expect (what GPT-4o returns) is "Key Information: <one line>\\nExplanations: {GT} is correct.
 Because <line>\\n{X} is incorrect. Because <line>...". For local engines `constraint_regex` forces exactly
-that shape, in the user turn's option order, so no sample is wasted on format.
+that shape, in the user turn's option order, so no sample is wasted on format (the verdicts stay the teacher's).
 """
 
 from __future__ import annotations
 
 import random
 
-from ..data.records import Question
+from ..core.records import Question
 
 INSTRUCTION = (  # request.json of the reference, verbatim
     "Reference examples delimited with ### as a guide to outline the reasoning steps towards the correct "
@@ -64,12 +64,18 @@ def messages(q: Question, system: str) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user_message(q)}]
 
 
-def constraint_regex(q: Question, line_chars: int = 300) -> str:
+def constraint_regex(q: Question, line_chars: int = 300, verdicts: bool = False) -> str:
     """A regex that admits only well-formed replies for `q`: one Key Information line, then one explanation
-    line per option in the user turn's order. Lines are bounded (`line_chars`) so a weak model cannot run past
-    max_tokens inside one line; plain character classes and literals keep it within any grammar backend."""
+    line per option in the user turn's order, each "X is correct. Because ..." or "X is incorrect. Because ...".
+    The verdicts stay the teacher's own, so it can disagree with the label and majority relabelling has work, as
+    with the authors' GPT-4o; `verdicts=True` writes them too (the gold option correct, the others incorrect).
+    Lines are bounded (`line_chars`) so a weak model cannot run past max_tokens inside one line; plain character
+    classes and literals keep it within any grammar backend."""
     line = f"\\S[^\\n]{{0,{line_chars - 1}}}"  # starts with a visible character: never blank
     gold, *others = option_order(q)
-    parts = [f"Key Information: {line}", f"\\nExplanations: {gold} is correct\\. Because {line}"]
-    parts += [f"\\n{label} is incorrect\\. Because {line}" for label in others]
-    return "".join(parts)
+
+    def verdict(label: str) -> str:
+        said = ("correct" if label == gold else "incorrect") if verdicts else "(correct|incorrect)"
+        return f"{label} is {said}\\. Because {line}"
+
+    return f"Key Information: {line}\\nExplanations: " + "\\n".join(verdict(label) for label in [gold, *others])

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..data import format as fmt
-from ..data.records import Question
+from ..core import format as fmt
+from ..core.records import Question
 from ..storage import atomic_open
 from .filters import Rationale
 

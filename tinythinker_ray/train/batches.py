@@ -4,8 +4,9 @@ Rows {"input", "target", ...} become token-id lists once, on the driver's Ray Da
 training workers, which only pull their shard):
   seq2seq (T5): input_ids = tok(input), labels = tok(target)  -- both end in </s>;
   causal:       input_ids = tok(input) + tok(" " + target) + eos, labels = -100 over the prompt, then the target.
-The prompt keeps its tail when truncated (the stage cue "Analyze: For option B," sits at the end); the target
-keeps its head. `collate_sft` pads a batch to its own longest row.
+Nothing is cut unless `student.max_length` is set (the authors never truncate in phase 1); then the prompt keeps
+its tail (the stage cue "Analyze: For option B," sits at the end), the target its head, and every cut row is
+flagged in a "truncated" column that phase 1 counts. `collate_sft` pads a batch to its own longest row.
 
 Phase 2 reuses `encode_example` for chosen/rejected targets and adds its own encode/collate pair beside these.
 """
@@ -18,6 +19,7 @@ import random
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .losses import IGNORE
 
 WINDOW_BATCHES = 8  # rows are shuffled (and length-bucketed) within windows of this many batches
@@ -39,24 +41,32 @@ def tokenizer_for(model_path: str):
     return tok, is_seq2seq(AutoConfig.from_pretrained(model_path))
 
 
-def encode_example(tok, prompt: str, target: str, *, seq2seq: bool, max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of one (prompt, target); the prompt is tokenized exactly as inference will see it."""
-    prompt_ids = tok(prompt)["input_ids"][-max_length:]
+def encode_example(tok, prompt: str, target: str, *, seq2seq: bool, max_length: int | None
+                   ) -> tuple[list[int], list[int], bool]:
+    """(input_ids, labels, cut) of one (prompt, target); the prompt is tokenized exactly as inference will see it.
+    `cut`: max_length shortened the prompt or the target."""
+    prompt_ids = tok(prompt)["input_ids"]
+    target_ids = (tok(target)["input_ids"] if seq2seq
+                  else tok(" " + target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    cut = max_length is not None and max(len(prompt_ids), len(target_ids)) > max_length
+    if cut:
+        prompt_ids, target_ids = prompt_ids[-max_length:], target_ids[:max_length]
     if seq2seq:
-        return prompt_ids, tok(target)["input_ids"][:max_length]
-    target_ids = (tok(" " + target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_length]
-    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+        return prompt_ids, target_ids, cut
+    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, cut
 
 
-def encode_rows(batch: dict[str, np.ndarray], *, model_path: str, max_length: int) -> dict[str, np.ndarray]:
-    """Ray Data `map_batches` UDF (numpy format): {"input", "target"} -> {"input_ids", "labels", "length"}."""
+def encode_rows(batch: dict[str, np.ndarray], *, model_path: str, max_length: int | None) -> dict[str, np.ndarray]:
+    """Ray Data `map_batches` UDF (numpy format): {"input", "target"} -> {"input_ids", "labels", "length",
+    "truncated"}."""
     tok, seq2seq = tokenizer_for(model_path)
-    pairs = [encode_example(tok, str(p), str(t), seq2seq=seq2seq, max_length=max_length)
-             for p, t in zip(batch["input"], batch["target"], strict=True)]
+    rows = [encode_example(tok, str(p), str(t), seq2seq=seq2seq, max_length=max_length)
+            for p, t in zip(batch["input"], batch["target"], strict=True)]
     return {
-        "input_ids": _ragged([ids for ids, _ in pairs]),
-        "labels": _ragged([labels for _, labels in pairs]),
-        "length": np.array([len(ids) for ids, _ in pairs], dtype=np.int64),
+        "input_ids": _ragged([ids for ids, _, _ in rows]),
+        "labels": _ragged([labels for _, labels, _ in rows]),
+        "length": np.array([len(ids) for ids, _, _ in rows], dtype=np.int64),
+        "truncated": np.array([cut for _, _, cut in rows], dtype=bool),
     }
 
 
@@ -66,7 +76,7 @@ def _ragged(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
-def tokenize_dataset(ds, model_path: str, max_length: int):
+def tokenize_dataset(ds, model_path: str, max_length: int | None):
     """Lazy Ray Data tokenization of a stage dataset; only the token columns travel on to the workers."""
     return ds.map_batches(encode_rows, fn_kwargs={"model_path": model_path, "max_length": max_length},
                           batch_format="numpy", batch_size=256)
@@ -87,15 +97,26 @@ def shuffled_dataset(rows: list[dict], seed: int | None):
     return ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // BLOCK_ROWS)))
 
 
-def prepare_stage(rows: list[dict], *, model_path: str, max_length: int, batch_size: int, world_size: int,
+def prepare_stage(rows: list[dict], *, model_path: str, max_length: int | None, batch_size: int, world_size: int,
                   seed: int | None = None):
-    """Shuffle and tokenize a stage's rows once into Ray's object store -> (dataset, batches per worker per epoch).
+    """Shuffle and tokenize a stage's rows once into Ray's object store -> (dataset, batches per worker per epoch,
+    rows cut by max_length).
 
     Epochs re-read the token blocks, not the text. Ray Train splits each dataset equally across workers
     (streaming_split(equal=True)), so each gets rows // world rows, cut into batch_size (drop_last) batches.
     """
     ds = tokenize_dataset(shuffled_dataset(rows, seed), model_path, max_length).materialize()
-    return ds, ds.count() // world_size // batch_size
+    truncated = int(ds.sum("truncated") or 0) if max_length is not None else 0
+    return ds, ds.count() // world_size // batch_size, truncated
+
+
+def check_truncated(cut: dict[str, tuple[int, int]], max_length: int | None, share: float) -> None:
+    """cut {stage: (rows cut, rows)}: refuse a stage with more than `share` of its rows cut by max_length."""
+    for stage, (n_cut, n) in cut.items():
+        if n and n_cut / n > share:
+            raise ConfigError(f"config key 'student.max_length': {max_length} tokens cut {n_cut} of {n} {stage} rows "
+                              f"({n_cut / n:.1%}, more than student.max_truncated_share {share:.1%}); raise it, "
+                              "or set it to null to cut nothing")
 
 
 def epoch_stream(ds, *, batch_size: int, bucket: bool):
@@ -176,17 +197,22 @@ def collate_sft(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Te
 PAIR_COLUMNS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
 
 
-def encode_pair_rows(batch: dict[str, np.ndarray], *, model_path: str, max_length: int) -> dict[str, np.ndarray]:
-    """Ray Data UDF: {"prompt", "chosen", "rejected"} -> token columns of both sides (as `encode_example`)."""
+def encode_pair_rows(batch: dict[str, np.ndarray], *, model_path: str, max_length: int | None
+                     ) -> dict[str, np.ndarray]:
+    """Ray Data UDF: {"prompt", "chosen", "rejected"} -> token columns of both sides (as `encode_example`) and
+    "truncated" (either side cut)."""
     tok, seq2seq = tokenizer_for(model_path)
     out: dict[str, list] = {c: [] for c in PAIR_COLUMNS}
+    truncated = []
     for prompt, chosen, rejected in zip(batch["prompt"], batch["chosen"], batch["rejected"], strict=True):
+        cut_any = False
         for side, target in (("chosen", chosen), ("rejected", rejected)):
-            ids, labels = encode_example(tok, str(prompt), str(target), seq2seq=seq2seq,
-                                         max_length=max_length)
+            ids, labels, cut = encode_example(tok, str(prompt), str(target), seq2seq=seq2seq, max_length=max_length)
             out[f"{side}_input_ids"].append(ids)
             out[f"{side}_labels"].append(labels)
-    return {c: _ragged(v) for c, v in out.items()}
+            cut_any |= cut
+        truncated.append(cut_any)
+    return {**{c: _ragged(v) for c, v in out.items()}, "truncated": np.array(truncated, dtype=bool)}
 
 
 def collate_pairs(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:

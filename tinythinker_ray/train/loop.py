@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..core.modes import FULL, MODES, Mode
 from ..errors import ConfigError
 from ..storage import append_jsonl, copy_tree, mirror_of, read_jsonl
 from . import tracking
@@ -486,12 +487,12 @@ class ChainEval:
     """`evaluate` for fit(): greedy recall -> analyze -> summarize chains of the live model on questions."""
 
     questions: list[dict]  # Question.to_dict rows
-    mode: str = "recall_analyze_summarize"
+    mode: Mode = MODES[FULL]
     max_new_tokens: int = 96
     batch_size: int = 32
 
     def __call__(self, model, tok) -> dict:
-        from ..data.records import Question
+        from ..core.records import Question
         from ..eval.chain import accuracy, run_chain
         from ..sampling.base import GenParams
         from ..sampling.hf import HFSampler

@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import math
 
+from ..core.modes import Mode
 from ..errors import ConfigError
 
-STAGES = ("recall", "analyze", "summarize")
-MODES = {  # mode -> which stages train; summarize always does
-    "summarize": ("summarize",),
-    "recall_summarize": ("recall", "summarize"),
-    "analyze_summarize": ("analyze", "summarize"),
-    "recall_analyze_summarize": ("recall", "analyze", "summarize"),
-}
 Plan = list[tuple[str, int]]  # [(stage, batches per block)] in cycle order
 
 
-def stage_plan(mode: str, interval: int, num_options: int) -> Plan:
+def stage_plan(mode: Mode, interval: int, num_options: int) -> Plan:
     """The reference's intervals: recall = i, analyze = i x options, summarize = i; stages off in `mode` drop out."""
-    if mode not in MODES:
-        raise ConfigError(f"config key 'sft.mode': unknown mode {mode!r} (allowed: {', '.join(MODES)})")
     if interval < 1 or num_options < 1:
         raise ConfigError(f"interval and num_options must be >= 1 (got {interval}, {num_options})")
     block = {"recall": interval, "analyze": interval * num_options, "summarize": interval}
-    return [(s, block[s]) for s in STAGES if s in MODES[mode]]
+    return [(s, block[s]) for s in mode.stages]
 
 
 def one_epoch(stage_sizes: dict[str, int], plan: Plan) -> list[str]:

@@ -12,20 +12,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from ..data.format import parse_stage_input
+from ..core.format import parse_stage_input
+from ..core.modes import BadStageRow, Mode, get_mode, mode_rows
 from ..data.loaders import read_questions
 from ..errors import ConfigError, DataError
-from ..storage import Manifest, read_jsonl, workspace
-from .batches import collate_sft, prepare_stage
+from ..storage import Manifest, atomic_write_json, read_jsonl, workspace
+from .batches import check_truncated, collate_sft, prepare_stage
 from .loop import ChainEval, FitResult, FitSpec, Objective, fit
 from .losses import sft_loss
-from .schedule import MODES, schedule, stage_plan, steps_per_epoch
+from .schedule import schedule, stage_plan, steps_per_epoch
 
 SFT = Objective("sft", collate=collate_sft, loss=sft_loss)
 
 
-def read_stage(path: Path) -> list[dict]:
-    """Stage rows {"input", "target", ...} -> [{"input", "target"}]; a bad row names its file, line and field."""
+def read_stage(path: Path, mode: Mode) -> list[dict]:
+    """Stage rows {"input", "target", ...} -> [{"input", "target"}] as `mode` trains them (inputs hold only the
+    stages its chain runs, equal rows once: core/modes.py); a bad row names its file, line and field."""
     if not path.exists():
         raise DataError("stage dataset not found (run `tinythinker teach` first)", file=str(path))
     rows = []
@@ -38,7 +40,10 @@ def read_stage(path: Path) -> list[dict]:
         rows.append({"input": row["input"], "target": row["target"]})
     if not rows:
         raise DataError("stage dataset is empty", file=str(path))
-    return rows
+    try:
+        return mode_rows(rows, mode)
+    except BadStageRow as e:
+        raise DataError(e.why, file=str(path), line=e.index + 1, field="input") from None
 
 
 def num_options(rows: list[dict], path: Path) -> int:
@@ -59,22 +64,29 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
 
     run_dir = Path(cfg.run_dir).resolve()
     teach, out = run_dir / "teach", run_dir / "sft"
-    stages = MODES[cfg.sft.mode]
-    rows = {s: read_stage(teach / f"{s}.jsonl") for s in stages}
+    mode = get_mode(cfg.sft.mode)
+    stages = mode.stages
+    rows = {s: read_stage(teach / f"{s}.jsonl", mode) for s in stages}
     options = num_options(rows[stages[-1]], teach / f"{stages[-1]}.jsonl")
     limits = [n for n in (cfg.train.eval_limit, cfg.data.max_eval) if n]
     valid = read_questions(teach / "questions" / "valid.jsonl")[: min(limits) if limits else None]
 
     ensure_ray(cfg)
     model_path = resolve_model(model or cfg.student.model)
-    datasets, sizes = {}, {}
+    datasets, sizes, cut = {}, {}, {}
     for s in stages:
-        datasets[s], sizes[s] = prepare_stage(
+        datasets[s], sizes[s], cut[s] = prepare_stage(
             rows[s], model_path=model_path, max_length=cfg.student.max_length,
             batch_size=cfg.sft.batch_size, world_size=cfg.train.num_workers, seed=cfg.sft.seed)
-    plan = stage_plan(cfg.sft.mode, cfg.sft.interval, options)
+    atomic_write_json(out / "data.json", {  # what phase 1 trains on, per stage: nothing changes the rows unseen
+        "mode": mode.name, "max_length": cfg.student.max_length,
+        "stages": {s: {"rows": len(rows[s]), "truncated": cut[s], "batches_per_worker": sizes[s]} for s in stages}})
+    check_truncated({s: (cut[s], len(rows[s])) for s in stages}, cfg.student.max_length,
+                    cfg.student.max_truncated_share)
+    plan = stage_plan(mode, cfg.sft.interval, options)
     steps = schedule(sizes, plan, epochs=cfg.sft.epochs, max_steps=cfg.sft.max_steps)
-    print(f"sft: {model_path} | stages {', '.join(f'{s} {len(rows[s])} rows / {sizes[s]} batches per worker' for s in stages)}"
+    print(f"sft: {model_path} | {mode.name} | stages "
+          f"{', '.join(f'{s} {len(rows[s])} rows ({cut[s]} cut) / {sizes[s]} batches per worker' for s in stages)}"
           f" | plan {plan} | {len(steps)} steps on {cfg.train.num_workers} worker(s), ZeRO-{cfg.train.zero_stage}",
           flush=True)
     spec = FitSpec(
@@ -82,7 +94,7 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
         batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, train=cfg.train, scheduler=cfg.sft.scheduler,
         warmup=cfg.sft.warmup, eval_every=cfg.sft.eval_every or sum(n for _, n in plan), name="sft",
         seed=cfg.sft.seed, phase="sft")
-    evaluate = ChainEval(questions=[q.to_dict() for q in valid], mode=cfg.sft.mode,
+    evaluate = ChainEval(questions=[q.to_dict() for q in valid], mode=mode,
                          max_new_tokens=cfg.student.max_new_tokens, batch_size=cfg.eval.batch_size) if valid else None
     result = fit(spec, datasets, SFT, evaluate)
     Manifest(run_dir).mark("sft", best_dir=result.best_dir, val_accuracy=result.best_accuracy, steps=result.steps)

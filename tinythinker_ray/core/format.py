@@ -16,8 +16,11 @@ from .records import Question
 RECALL = "Recall:"
 ANALYZE = "Analyze:"
 SUMMARIZE = "Summarize:"
-# \b: "the answer is option Apple" names no option (the reference requires "option X.")
-ANSWER_RE = re.compile(r"the answer is option \(?([A-Z])\b\)?", re.IGNORECASE)
+# The authors' scoring pattern: exactly the trained "the answer is option X." (the headline accuracy).
+ANSWER_RE = re.compile(r"the answer is option ([A-Z])\.")
+# Reported beside it, so a format failure shows as the gap between the two: case, parentheses and the final
+# period optional (\b: "the answer is option Apple" still names no option).
+LENIENT_ANSWER_RE = re.compile(r"the answer is option \(?([A-Z])\b\)?", re.IGNORECASE)
 _OPTION_RE = re.compile(r"\(([A-Z])\) ")
 _FOR_OPTION_RE = re.compile(r"For option ([A-Z]),")
 
@@ -66,11 +69,11 @@ def summarize_target(label: str) -> str:
     return f"So the answer is option {label}."
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The option letter of 'the answer is option X' (case-insensitive), else None."""
+def extract_answer(text: str | None, *, lenient: bool = False) -> str | None:
+    """The option letter of "the answer is option X." (ANSWER_RE), or with `lenient` LENIENT_ANSWER_RE's; else None."""
     if not text:
         return None
-    m = ANSWER_RE.search(text)
+    m = (LENIENT_ANSWER_RE if lenient else ANSWER_RE).search(text)
     return m.group(1).upper() if m else None
 
 

@@ -1,0 +1,53 @@
+"""Self-generation's sampling plan (pure, no Ray): as the authors' generate.py, the recall is sampled
+`reflect.samples` times at `reflect.temperature` with the analyses and the summary greedy; the analyze pass
+samples the analyses for a fixed recall; a temperature decay gives one pass per sample."""
+
+from __future__ import annotations
+
+from tinythinker_ray.config import SynthConfig, TeacherConfig
+from tinythinker_ray.data import synth
+from tinythinker_ray.data.loaders import load_benchmark
+from tinythinker_ray.reflect.selfgen import _chains, _passes
+from tinythinker_ray.sampling.pool import make_sampler
+
+
+class Recording:
+    """Passes every call on to the real sampler and keeps (number of prompts, params) of each."""
+
+    def __init__(self, sampler):
+        self.sampler, self.calls = sampler, []
+
+    def generate(self, prompts, params, regexes=None):
+        self.calls.append((len(prompts), params))
+        return self.sampler.generate(prompts, params, regexes)
+
+
+def _world(tmp_path):
+    synth.write(SynthConfig(train=30, valid=2, test=2, options=3), tmp_path)
+    questions = load_benchmark("custom", str(tmp_path)).train[:4]
+    return questions, Recording(make_sampler(TeacherConfig(backend="rules", model=str(tmp_path / "world.json"))))
+
+
+def test_recall_pass_samples_the_recall_only(tmp_path):
+    questions, sampler = _world(tmp_path)
+    chains = _chains(sampler, questions, _passes(10, 0.7, 0.0), max_tokens=200, stage="recall")
+    (recall_n, recall), (analyze_n, analyze), (_, summary) = sampler.calls
+    assert (recall_n, recall.n, recall.temperature, recall.max_tokens) == (4, 10, 0.7, 200)
+    assert (analyze_n, analyze.n, analyze.temperature) == (4 * 10 * 3, 1, 0.0)  # every recall x option, greedy
+    assert summary.temperature == 0.0 and [len(c) for c in chains] == [10] * 4
+
+
+def test_analyze_pass_samples_the_analyses_of_a_fixed_recall(tmp_path):
+    questions, sampler = _world(tmp_path)
+    recalls = [f"recall {i}." for i in range(4)]
+    chains = _chains(sampler, questions, _passes(10, 0.7, 0.0), 200, "analyze", recalls=recalls)
+    (analyze_n, analyze), (summary_n, summary) = sampler.calls  # no recall generation
+    assert (analyze_n, analyze.n, analyze.temperature) == (4 * 3, 10, 0.7)
+    assert summary_n == 40 and summary.temperature == 0.0
+    assert all(c["recall"] == r for cs, r in zip(chains, recalls, strict=True) for c in cs)
+
+
+def test_temperature_decay_is_one_pass_per_sample_at_a_falling_temperature():
+    assert _passes(3, 0.7, 0.0) == [(3, 0.7)]  # the authors' scripts run with decay 0
+    assert [(n, round(t, 6)) for n, t in _passes(3, 0.7, 0.3)] == [(1, 0.7), (1, 0.4), (1, 0.1)]
+    assert _passes(4, 0.7, 0.5)[-1] == (1, 0.0)  # never below greedy
