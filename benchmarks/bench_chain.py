@@ -65,13 +65,13 @@ def ours(model_path: str, questions, cfg, batch: int) -> dict:
 
     from tinythinker_ray.core.modes import get_mode
     from tinythinker_ray.eval.chain import ChainResult, accuracy
-    from tinythinker_ray.eval.evaluate import chain_params, pick_backend
-    from tinythinker_ray.sampling.pool import map_with_sampler
+    from tinythinker_ray.eval.evaluate import chain_params
+    from tinythinker_ray.sampling.pool import choose_backend, map_with_sampler
 
     start = time.perf_counter()
     # workers' engine logs would otherwise stream in after the last line, which must stay `ratio=`
     ray.init(address="local", log_to_driver=False, include_dashboard=False)
-    backend = pick_backend(cfg.sampler, model_path)
+    backend = choose_backend(cfg.sampler, model_path)
     sampler_cfg = cfg.sampler.model_copy(update={"backend": backend, "model": model_path})
     task = functools.partial(timed_chain_task, mode=get_mode(cfg.sft.mode), params=chain_params(cfg))
     ds = ray.data.from_items([{"question": json.dumps(q.to_dict())} for q in questions])

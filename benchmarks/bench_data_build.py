@@ -18,10 +18,12 @@ import resource
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from results_file import scaling_main
 
 from tinythinker_ray.core.records import Question
+from tinythinker_ray.rundir import TeachDir
 from tinythinker_ray.teacher import filters, prompt
 from tinythinker_ray.teacher.stages import write_stages
 
@@ -66,7 +68,7 @@ def one(rationales: int) -> dict:
     out = tempfile.mkdtemp(prefix="bench_data_build_")
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        counts = write_stages(taught(questions), out)
+        counts = write_stages(taught(questions), TeachDir(Path(out)))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -19,6 +19,7 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,6 +32,7 @@ from tinythinker_ray.core import format as fmt  # noqa: E402
 from tinythinker_ray.core.modes import MODES  # noqa: E402
 from tinythinker_ray.data.loaders import load_benchmark  # noqa: E402
 from tinythinker_ray.models import load_student, resolve_model  # noqa: E402
+from tinythinker_ray.rundir import TrainDir  # noqa: E402
 from tinythinker_ray.train.batches import collate_sft, encode_example, prepare_stage, tokenizer_for  # noqa: E402
 from tinythinker_ray.train.loop import FitSpec, deepspeed_config, fit, lr_scheduler_factory  # noqa: E402
 from tinythinker_ray.train.schedule import schedule, stage_plan, steps_per_epoch  # noqa: E402
@@ -93,7 +95,7 @@ def ours(model_path: str, rows: dict, args, workers: int) -> dict:
     steps = schedule(sizes, plan, max_steps=args.steps)
     train = TrainConfig(num_workers=workers, zero_stage=args.zero, log_every=max(args.steps // 4, 1))
     with tempfile.TemporaryDirectory() as out:
-        spec = FitSpec(model_path=model_path, out_dir=out, steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
+        spec = FitSpec(model_path=model_path, out=TrainDir(Path(out)), steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
                        batch_size=args.batch, lr=5e-4, train=train, warmup=0.1, name="bench", phase="bench")
         t0 = time.time()
         result = fit(spec, datasets, SFT)
@@ -129,7 +131,7 @@ def main() -> None:
     sizes = {s: len(r) // args.batch for s, r in rows.items()}
     plan = stage_plan(MODES["recall_analyze_summarize"], args.interval, 5)
     steps = schedule(sizes, plan, max_steps=args.steps)
-    spec = FitSpec(model_path=model_path, out_dir="-", steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
+    spec = FitSpec(model_path=model_path, out=TrainDir(Path("-")), steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
                    batch_size=args.batch, lr=5e-4, train=TrainConfig(), warmup=0.1)
     plain = plain_loop(model_path, rows, steps, args.batch, spec)
     two = ours(model_path, rows, args, 2)

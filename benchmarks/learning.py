@@ -1,9 +1,9 @@
 """Learning check: on a controlled task, does a configuration learn, and does each component pull its weight?
 
-The task (tinythinker_ray/data/synth.py): a seeded world of made-up entities, categories and properties and
+The task (tinythinker_ray/world/synth.py): a seeded world of made-up entities, categories and properties and
 multiple-choice questions over it; test questions ask about (entity, property) combinations no training
 question asks, over facts training did teach, so only knowledge the student internalized scores. The teacher
-is the rule teacher (sampling/rules.py) with a configurable error rate, standing in for GPT-4o. Everything
+is the rule teacher (world/rules.py) with a configurable error rate, standing in for GPT-4o. Everything
 else is the real pipeline, per seed and student family (tiny T5 / tiny Llama, built from scratch):
 
     teach (teacher/distill.teach, Ray Data)              once per seed, shared by the modes
@@ -168,8 +168,8 @@ def say(msg: str) -> None:
 
 def prepare_seed(args, work: Path, seed: int, cache: Cache) -> Path:
     """Write the seed's world and questions, and teach them once; returns the folder holding teach/."""
-    from tinythinker_ray.data import synth
     from tinythinker_ray.teacher.distill import teach
+    from tinythinker_ray.world import synth
 
     data_dir, teach_run = work / f"seed{seed}" / "data", work / f"seed{seed}" / "teach-run"
     if cache.get("teacher", seed, "teach"):
@@ -191,9 +191,9 @@ def student(work: Path, family: str, seed: int) -> str:
     training questions and rationales only: the made-up words are whole tokens and the vocabulary is ~570
     tokens instead of 4000 (a training step ~3x cheaper: on a model this small the tied output layer is most
     of the compute); option letters are tokens of their own (build_tokenizer's letters_apart)."""
-    from tinythinker_ray.data import synth
     from tinythinker_ray.data.loaders import load_benchmark
     from tinythinker_ray.models import build_tiny
+    from tinythinker_ray.world import synth
 
     out = work / "models" / f"{family}-{seed}"
     if (out / "config.json").exists():

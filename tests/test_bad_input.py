@@ -22,7 +22,8 @@ from tinythinker_ray.config import AdapterConfig, load_config
 from tinythinker_ray.core import format as fmt
 from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.adapter import load_adapted
-from tinythinker_ray.data.loaders import csqa_row, load_benchmark, load_fewshot, read_questions
+from tinythinker_ray.data.loaders import load_benchmark, load_fewshot, read_questions
+from tinythinker_ray.data.rows import csqa_row
 from tinythinker_ray.errors import ConfigError, DataError
 from tinythinker_ray.sampling.replay import ReplaySampler
 from tinythinker_ray.storage import read_jsonl

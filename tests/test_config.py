@@ -73,7 +73,7 @@ def test_empty_yaml_is_defaults(tmp_path):
     ("train.use_gpu=maybe", ["'train.use_gpu'", "boolean"]),
     ("sft.mode=foo", ["'sft.mode'", "summarize, recall_summarize", "recall_analyze_summarize", "'foo'"]),
     ("reflect.mode=all", ["'reflect.mode'", "'recall_analyze'"]),
-    ("teacher.backend=tgi", ["'teacher.backend'", "'vllm'", "'openai'"]),
+    ("teacher.backend=tgi", ["'teacher.backend'", "vllm", "openai", "'tgi'"]),
     ("sft.warmup=2", ["'sft.warmup'", "less than or equal to 1"]),
     ("reflect.samples=0", ["'reflect.samples'", "greater than or equal to 1"]),
     ("sft=3", ["'sft'"]),

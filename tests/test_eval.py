@@ -14,7 +14,8 @@ from tinythinker_ray.config import load_config
 from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.errors import ConfigError, DataError
 from tinythinker_ray.eval.chain import ChainResult, accuracy, vote
-from tinythinker_ray.eval.evaluate import chain_params, evaluate, load_split, main, pick_backend
+from tinythinker_ray.eval.evaluate import chain_params, evaluate, load_split, main
+from tinythinker_ray.sampling.pool import choose_backend
 from tinythinker_ray.storage import read_jsonl, write_jsonl
 
 N = 8
@@ -80,10 +81,10 @@ def test_llama_on_vllm_in_ray_actor_with_self_consistency(tmp_path, tiny_llama, 
 
 def test_backend_choice(tiny_t5, tiny_llama):
     default = load_config().sampler
-    assert pick_backend(default, tiny_llama) == "vllm"  # causal students default to vLLM
-    assert pick_backend(default, tiny_t5) == "hf"
-    assert pick_backend(load_config(None, ["sampler.backend=hf"]).sampler, tiny_llama) == "hf"  # explicit wins
-    assert pick_backend(load_config(None, ["sampler.backend=replay"]).sampler, tiny_t5) == "replay"
+    assert choose_backend(default, tiny_llama) == "vllm"  # causal students default to vLLM
+    assert choose_backend(default, tiny_t5) == "hf"
+    assert choose_backend(load_config(None, ["sampler.backend=hf"]).sampler, tiny_llama) == "hf"  # explicit wins
+    assert choose_backend(load_config(None, ["sampler.backend=replay"]).sampler, tiny_t5) == "replay"
 
 
 def test_chain_params():

@@ -33,11 +33,12 @@ from test_train_loop import _job
 
 from tinythinker_ray import cli
 from tinythinker_ray.config import SamplerConfig, SynthConfig
-from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark
+from tinythinker_ray.rundir import RunLock
 from tinythinker_ray.sampling.base import GenParams
 from tinythinker_ray.sampling.openai import OpenAISampler
-from tinythinker_ray.storage import RunLock, atomic_write_text, read_jsonl
+from tinythinker_ray.storage import atomic_write_text, read_jsonl
+from tinythinker_ray.world import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,7 +226,7 @@ def test_sampler_actor_killed_during_teach_loses_and_repeats_nothing(tmp_path, c
         deadline = time.time() + 180
         while time.time() < deadline and not killed:
             if _lines(path) >= 2:
-                killed["pid"] = _kill_descendant("SamplerActor")
+                killed["pid"] = _kill_descendant("MapBatches(Replica)")
                 killed["saved"] = _lines(path)
             time.sleep(0.05)
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tinythinker_ray.data.loaders import csqa_row, load_benchmark, load_fewshot
+from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
+from tinythinker_ray.data.rows import csqa_row
 from tinythinker_ray.errors import DataError
 
 SIZES = {"csqa": (8520, 1221, 1221), "obqa": (4957, 500, 500), "strategyqa": (1832, 229, 229)}

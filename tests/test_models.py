@@ -9,8 +9,8 @@ import pytest
 
 from tinythinker_ray.config import Config
 from tinythinker_ray.errors import ConfigError
-from tinythinker_ray.models import cache_root
 from tinythinker_ray.models_cli import main
+from tinythinker_ray.storage import cache_root
 
 
 def test_list_names_every_builtin_and_its_folder(capsys):

@@ -9,7 +9,6 @@ from tinythinker_ray.config import SynthConfig, TeacherConfig, load_config
 from tinythinker_ray.core import format as fmt
 from tinythinker_ray.core.modes import MODES, Mode, get_mode, mode_rows
 from tinythinker_ray.core.records import Question
-from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.errors import ConfigError, DataError
 from tinythinker_ray.eval.chain import run_chain
@@ -21,6 +20,7 @@ from tinythinker_ray.teacher.stages import question_rows
 from tinythinker_ray.train.batches import encode_example, tokenizer_for
 from tinythinker_ray.train.schedule import stage_plan
 from tinythinker_ray.train.sft import read_stage
+from tinythinker_ray.world import synth
 
 Q = Question("q1", "Which of these can glim?", (("A", "vell"), ("B", "tarn")), "A")
 RECALL = "Only zorbs can glim."

@@ -19,11 +19,11 @@ import yaml
 from tinythinker_ray import cli
 from tinythinker_ray.config import SynthConfig, build_config, load_config
 from tinythinker_ray.core.records import Question
-from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.teacher import fewshot, filters, prompt
 from tinythinker_ray.teacher.asking import TeacherError
+from tinythinker_ray.world import synth
 
 Q = Question("q1", "Where do fish live?", (("A", "tree"), ("B", "water"), ("C", "desert")), "B")
 

@@ -104,10 +104,10 @@ def test_recall_pairs_stream_one_question_at_a_time():
 def test_missing_field_is_a_data_error_naming_it():
     with pytest.raises(DataError, match="chains"):
         pairs([{"qid": "q1", "question": Q.to_dict()}])
-    with pytest.raises(DataError, match=r"teach/summarize.jsonl:2, field 'input'"):
+    with pytest.raises(DataError, match=r"summarize.jsonl:2, field 'input'"):
         teacher_chains([{"input": fmt.summarize_input(Q, "r.", None), "qid": "q1"},
                         {"input": "no stage", "qid": "q1"}])
-    with pytest.raises(DataError, match=r"teach/recall.jsonl:1, field 'qid'"):
+    with pytest.raises(DataError, match=r"recall.jsonl:1, field 'qid'"):
         teacher_chains([], [{"input": fmt.recall_input(Q), "target": "r."}])
 
 
@@ -223,8 +223,10 @@ def test_recall_pair_invariants(samples, n_teacher, seed):
     balanced = n_teacher > 0 or n_chosen >= n_rejected  # else chosen runs out: zip stops at the shorter side
     expected = 0 if not n_rejected else max(n_chosen, n_rejected) if balanced else n_chosen
     assert len(out) == expected
-    if balanced and expected:  # every distinct rejected recall is used
-        assert {p["rejected"] for p in out} == wrong - right
+    if balanced and expected and n_chosen <= n_rejected:  # every distinct rejected recall is used once
+        assert sorted(p["rejected"] for p in out) == sorted(wrong - right)
+    # more chosen: the rejected side is resampled with replacement to their number (generate.py), so a
+    # rejected recall may repeat and another may not appear
 
 
 def test_pairs_are_deterministic_for_a_seed():

@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from tinythinker_ray.config import SynthConfig
-from tinythinker_ray.data import synth
 from tinythinker_ray.errors import TinyThinkerError
-from tinythinker_ray.storage import RunLock, RunMirror, atomic_write_text, copy_tree, mirror_of, read_jsonl
+from tinythinker_ray.rundir import RunDir, RunLock
+from tinythinker_ray.storage import atomic_write_text, copy_tree, read_jsonl
+from tinythinker_ray.world import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,24 +102,26 @@ def test_a_second_run_on_the_same_directory_refuses(tmp_path):
 def test_remote_run_dir_round_trips_through_the_mirror(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
     uri = f"file://{tmp_path / 'bucket' / 'run'}"
-    mirror = RunMirror(uri)
-    assert mirror.remote and mirror.local != Path(tmp_path / "bucket" / "run")
-    local = mirror.pull()
-    atomic_write_text(local / "teach" / "stats.json", "{}")
-    mirror.push()
+    run = RunDir(uri)
+    assert run.remote == uri and run.root != tmp_path / "bucket" / "run" and RunDir(uri).root == run.root
+    run.pull()
+    atomic_write_text(run.teach.stats, "{}")
+    run.push()
     assert (tmp_path / "bucket" / "run" / "teach" / "stats.json").exists()
-    again = RunMirror(uri)
-    again.local = tmp_path / "fresh"  # another machine: nothing local yet
-    assert (again.pull() / "teach" / "stats.json").read_text() == "{}"
-    assert not RunMirror(str(tmp_path / "plain")).remote
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "fresh"))  # another machine: nothing local yet
+    again = RunDir(uri)
+    again.pull()
+    assert again.root != run.root and again.teach.stats.read_text() == "{}"
+    assert RunDir(str(tmp_path / "plain")).remote is None
 
 
-def test_a_folder_in_a_mirror_knows_its_remote_and_trees_copy_both_ways(tmp_path, monkeypatch):
+def test_a_folder_of_a_remote_run_knows_its_uri_and_trees_copy_both_ways(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
     uri = f"file://{tmp_path / 'bucket' / 'run'}"
-    local = RunMirror(uri).pull()
-    assert mirror_of(local) == uri and mirror_of(local / "reflect" / "iter_1") == f"{uri}/reflect/iter_1"
-    assert mirror_of(tmp_path / "plain") is None
+    run = RunDir(uri)
+    local = run.pull()
+    assert run.remote_of(local) == uri and run.remote_of(run.reflect(1).root) == f"{uri}/reflect/iter_1"
+    assert RunDir(tmp_path / "plain").remote_of(tmp_path / "plain" / "sft") is None
     atomic_write_text(local / "sft" / "metrics.jsonl", "{}\n")
     atomic_write_text(local / "sft" / "ray" / "big", "x")
     copy_tree(str(local / "sft"), f"{uri}/sft", skip=("ray",))
@@ -145,8 +148,7 @@ def test_sft_on_a_remote_run_dir_checkpoints_and_exports_to_the_remote(ray_local
                      "4", "--sft.max_steps", "12", "--sft.eval_every", "6", "--student.max_new_tokens", "8",
                      "--train.eval_limit", "2"]) == 0
     assert list((bucket / "sft" / "ray").rglob("checkpoint_*"))  # Ray Train's storage is the remote
-    local = RunMirror(uri).local
-    assert not (local / "sft" / "ray").exists()
+    assert not RunDir(uri).sft.ray.exists()  # the driver's mirror holds no checkpoint
     assert (bucket / "sft" / "best" / "config.json").exists()
     steps = [r["step"] for r in read_jsonl(bucket / "sft" / "metrics.jsonl") if r.get("kind") == "eval"]
     assert steps == [6, 12]

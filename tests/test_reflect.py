@@ -19,7 +19,8 @@ from tinythinker_ray.core import format as fmt
 from tinythinker_ray.core.records import Question
 from tinythinker_ray.reflect.iterate import main, reflect, training_questions
 from tinythinker_ray.reflect.selfgen import generate_recalls
-from tinythinker_ray.storage import Manifest, read_jsonl, write_jsonl
+from tinythinker_ray.rundir import RunDir
+from tinythinker_ray.storage import read_jsonl, write_jsonl
 from tinythinker_ray.teacher.filters import Rationale
 from tinythinker_ray.teacher.stages import write_stages
 
@@ -103,7 +104,7 @@ def build_run(run_dir: Path, model_path: str, steps: int = 300) -> str:
     write_jsonl(run_dir / "teach" / "questions" / "valid.jsonl", [q.to_dict() for q, _ in valid])
     rationale = {q.id: Rationale(knowledge(dict(q.options)[q.answer], c), q.answer,
                                  tuple(analyses(q, c, dict(q.options)[q.answer]))) for q, c in train}
-    write_stages([[(q, q.answer, [rationale[q.id]])] for q, _ in train], run_dir / "teach")
+    write_stages([[(q, q.answer, [rationale[q.id]])] for q, _ in train], RunDir(run_dir).teach)
     rows = [r for q, c in train for r in student_rows(q, c)]
     return phase1(model_path, rows, run_dir / "sft" / "best", steps)
 
@@ -120,7 +121,7 @@ def check_rounds(run_dir: Path, records: list[dict], sft_best: str, stages=("rec
     assert [r["round"] for r in records] == [1, 2]
     assert records[0]["reference"] == str(Path(sft_best).resolve())
     assert records[1]["reference"] == records[0]["best"]  # round 2 starts from and refers to round 1's best
-    manifest = Manifest(run_dir)
+    manifest = RunDir(run_dir).manifest
     for r in records:
         it = run_dir / "reflect" / f"iter_{r['round']}"
         assert json.loads((it / "record.json").read_text()) == r
@@ -156,7 +157,7 @@ def test_reflect_two_rounds_causal_student_on_vllm(tmp_path, tiny_llama, ray_loc
     (tmp_path / "manifest.json").unlink()
     again = reflect(cfg)
     assert again == records and capsys.readouterr().out.count("done already") == 2
-    assert Manifest(tmp_path).get("reflect/iter_2")["record"] == records[1]
+    assert RunDir(tmp_path).manifest.get("reflect/iter_2")["record"] == records[1]
 
 
 def test_reflect_two_rounds_t5_on_hf_resume_and_clean_stop(tmp_path, tiny_t5, ray_local, capsys):

@@ -15,7 +15,7 @@ from tinythinker_ray.train.losses import (
     pair_logps,
     rpo_loss,
     rpo_step_loss,
-    sequence_logps,
+    token_logps,
     token_logps_from_logits,
 )
 
@@ -99,8 +99,17 @@ PAIRS = [("Where do fish live?\n(A) water (B) sky\nRecall:", "Fish live in water
           "this one is long and wrong, longer than the chosen one.")]
 
 
+def test_ipo_is_one_entry_of_the_pair_loss_table():
+    pc, pr, rc, rr = (torch.tensor(v) for v in ([-3.0, -1.0], [-4.0, -1.5], [-3.5, -1.2], [-3.6, -1.4]))
+    nll_c = torch.tensor(0.7)
+    h = (pc - rc) - (pr - rr)
+    loss, metrics = rpo_loss(pc, pr, rc, rr, nll_c, beta=0.5, alpha=0.2, kind="ipo")
+    assert loss.item() == pytest.approx(((h - 1 / (2 * 0.5)) ** 2).mean().item() + 0.2 * 0.7, rel=1e-6)
+    assert metrics["margin"] == pytest.approx((0.5 * h).mean().item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["tiny_t5", "tiny_llama"])
-def test_pair_batch_scores_each_side_like_sequence_logps_on_real_models(kind, request):
+def test_pair_batch_scores_each_side_like_a_single_row_on_real_models(kind, request):
     """The concatenated chosen+rejected forward gives the same per-side sums as scoring each side alone."""
     from tinythinker_ray.models import load_student
 
@@ -123,7 +132,7 @@ def test_pair_batch_scores_each_side_like_sequence_logps_on_real_models(kind, re
             one = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
                    "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
             with torch.no_grad():
-                assert side[i].item() == pytest.approx(sequence_logps(model, one).item(), rel=1e-4, abs=1e-3)
+                assert side[i].item() == pytest.approx(token_logps(model, one)[0].sum().item(), rel=1e-4, abs=1e-3)
     # with the reference = the policy itself, rewards are 0 and the loss is log 2 + alpha * NLL
     batch["ref_chosen_logp"], batch["ref_rejected_logp"] = chosen, rejected
     loss, metrics = partial(rpo_step_loss, beta=0.5, alpha=0.5)(model, batch)

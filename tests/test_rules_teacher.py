@@ -9,14 +9,14 @@ import pytest
 
 from tinythinker_ray.config import SamplerConfig, SynthConfig, TeacherConfig
 from tinythinker_ray.core.modes import MODES
-from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.errors import ConfigError, DataError
 from tinythinker_ray.eval.chain import accuracy, run_chain
 from tinythinker_ray.sampling.base import GenParams
 from tinythinker_ray.sampling.pool import make_sampler
-from tinythinker_ray.sampling.rules import RulesSampler, parse_teacher_prompt
 from tinythinker_ray.teacher import filters, prompt
+from tinythinker_ray.world import synth
+from tinythinker_ray.world.rules import RulesSampler, parse_teacher_prompt
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,9 @@ def test_oracle_student_scores_every_chain_mode_perfectly(data):
 
 def test_errors_name_what_is_wrong(data, tmp_path):
     out, splits, system = data
-    with pytest.raises(ConfigError, match="teacher.model"):
+    with pytest.raises(ConfigError, match="teacher.model: the rules backend needs a synth world"):
+        RulesSampler.check(TeacherConfig(backend="rules"), "teacher")  # the driver checks before any work
+    with pytest.raises(ConfigError, match="the rules backend needs a synth world"):
         make_sampler(TeacherConfig(backend="rules"))
     with pytest.raises(DataError, match="world file not found"):
         make_sampler(TeacherConfig(backend="rules", model=str(tmp_path)))

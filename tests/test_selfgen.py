@@ -5,10 +5,10 @@ samples the analyses for a fixed recall; a temperature decay gives one pass per 
 from __future__ import annotations
 
 from tinythinker_ray.config import SynthConfig, TeacherConfig
-from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.reflect.selfgen import _chains, _passes
 from tinythinker_ray.sampling.pool import make_sampler
+from tinythinker_ray.world import synth
 
 
 class Recording:

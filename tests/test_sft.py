@@ -14,7 +14,8 @@ from test_train_loop import overfit_rows
 
 from tinythinker_ray.config import build_config
 from tinythinker_ray.errors import ConfigError, DataError
-from tinythinker_ray.storage import Manifest, read_jsonl, write_jsonl
+from tinythinker_ray.rundir import RunDir
+from tinythinker_ray.storage import read_jsonl, write_jsonl
 from tinythinker_ray.train import sft as sft_mod
 
 
@@ -81,7 +82,7 @@ def test_cli_sft_trains_t5_on_two_workers_until_the_chain_is_right(ray_local, ti
     assert max(r["val_accuracy"] for r in evals) == 1.0
     train = [r for r in metrics if r["kind"] == "train"]
     assert train[-1]["loss"] < train[0]["loss"] * 0.3
-    done = Manifest(tmp_path).get("sft")
+    done = RunDir(tmp_path).manifest.get("sft")
     assert done["val_accuracy"] == 1.0 and done["steps"] == 300
     # the exported best/ is a plain HF folder: reloaded from disk, it answers the whole overfit set
     sampler = HFSampler(done["best_dir"])

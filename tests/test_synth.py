@@ -8,10 +8,10 @@ import pytest
 
 from tinythinker_ray import cli
 from tinythinker_ray.config import SynthConfig
-from tinythinker_ray.data import synth
 from tinythinker_ray.data.loaders import load_benchmark, load_fewshot
 from tinythinker_ray.errors import ConfigError, DataError
 from tinythinker_ray.teacher.prompt import system_message
+from tinythinker_ray.world import synth
 
 
 def _asked(world, q):

@@ -7,6 +7,7 @@ import json
 
 from tinythinker_ray.core import format as fmt
 from tinythinker_ray.core.records import Question
+from tinythinker_ray.rundir import TeachDir
 from tinythinker_ray.teacher.asking import Replies
 from tinythinker_ray.teacher.filters import Rationale
 from tinythinker_ray.teacher.stages import STAGES, group_rows, question_rows, write_stages
@@ -70,7 +71,7 @@ def test_write_stages_streams_groups_into_files(tmp_path):
                (TWIN, "B", [rat("Fridges are cold.")])],
               [(OTHER, "A", [rat("Heat melts ice.", "A", OTHER)])],
               [(Question("q3", "Unanswered?", (("A", "x"), ("B", "y")), "A"), "A", [])]]
-    counts = write_stages(iter(groups), tmp_path)
+    counts = write_stages(iter(groups), TeachDir(tmp_path))
     assert counts == {"recall": {"rows": 4, "written": 3}, "recall_single": {"rows": 3, "written": 2},
                       "analyze": {"rows": 11, "written": 8}, "summarize": {"rows": 4, "written": 3}}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.jsonl" for s in STAGES)  # no temp files

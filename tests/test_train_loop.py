@@ -17,6 +17,8 @@ from tinythinker_ray.config import TrainConfig
 from tinythinker_ray.core import format as fmt
 from tinythinker_ray.core.modes import MODES
 from tinythinker_ray.errors import ConfigError
+from tinythinker_ray.eval.chain import ChainEval
+from tinythinker_ray.rundir import TrainDir
 from tinythinker_ray.storage import read_jsonl
 from tinythinker_ray.train.batches import (
     _ragged,
@@ -27,7 +29,7 @@ from tinythinker_ray.train.batches import (
     prepare_stage,
     tokenizer_for,
 )
-from tinythinker_ray.train.loop import ChainEval, FitSpec, deepspeed_config, fit, lr_scheduler_factory
+from tinythinker_ray.train.loop import FitSpec, deepspeed_config, fit, lr_scheduler_factory
 from tinythinker_ray.train.losses import IGNORE
 from tinythinker_ray.train.schedule import schedule, stage_plan, steps_per_epoch
 from tinythinker_ray.train.sft import SFT
@@ -172,7 +174,7 @@ def test_deepspeed_config_from_train_section():
 
 @pytest.mark.parametrize("name, end", [("cosine", 0.0), ("linear", 0.0), ("constant", 1.0)])
 def test_lr_schedule_warms_up_then_decays(name, end):
-    spec = FitSpec(model_path="-", out_dir="-", steps=["summarize"] * 20, steps_per_epoch=20, batch_size=1, lr=1.0,
+    spec = FitSpec(model_path="-", out=TrainDir(Path("-")), steps=["summarize"] * 20, steps_per_epoch=20, batch_size=1, lr=1.0,
                    train=TrainConfig(grad_accum=2), scheduler=name, warmup=0.2)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = lr_scheduler_factory(spec)(opt)  # 10 optimizer steps, 2 of warmup
@@ -197,7 +199,7 @@ def _job(model_path: str, out_dir: Path, questions, *, zero: int, max_steps: int
         datasets[stage], sizes[stage], _ = prepare_stage(rows, model_path=model_path,
                                                       max_length=200, batch_size=4, world_size=2)
     plan = stage_plan(MODES["recall_analyze_summarize"], 1, len(questions[0].options))
-    spec = FitSpec(model_path=model_path, out_dir=str(out_dir), steps=schedule(sizes, plan, max_steps=max_steps),
+    spec = FitSpec(model_path=model_path, out=TrainDir(out_dir), steps=schedule(sizes, plan, max_steps=max_steps),
                    steps_per_epoch=steps_per_epoch(sizes, plan), batch_size=4, lr=lr, train=train,
                    scheduler="constant", warmup=0.0, eval_every=eval_every, name=name, phase="test")
     return spec, datasets

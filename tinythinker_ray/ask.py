@@ -26,11 +26,12 @@ from .core.modes import get_mode
 from .core.records import Question
 from .errors import ConfigError
 from .eval.chain import ChainResult, run_chain, vote
-from .eval.evaluate import chain_params, pick_backend
+from .eval.evaluate import chain_params
 from .export import best_student
 from .models import resolve_model
+from .rundir import RunDir
 from .sampling.base import GenParams, Prompt, Sampler
-from .sampling.pool import make_sampler
+from .sampling.pool import choose_backend, make_sampler
 
 
 class TimedSampler:
@@ -51,13 +52,13 @@ def student_and_mode(cfg: Config) -> tuple[str, str]:
     spec = cfg.student.model
     if "model" not in cfg.student.model_fields_set and "run_dir" in cfg.model_fields_set:
         spec = cfg.run_dir  # `ask --run_dir R` = the best student of run R
-    run = Path(spec)
-    if not (run.is_dir() and not (run / "config.json").exists()):
+    if not (Path(spec).is_dir() and not (Path(spec) / "config.json").exists()):
         return resolve_model(spec), cfg.sft.mode
+    run = RunDir(spec)
     mode = cfg.sft.mode
-    if "mode" not in cfg.sft.model_fields_set and (run / "config.yaml").exists():
-        mode = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("sft", {}).get("mode", mode)
-    return str(best_student(run)), mode
+    if "mode" not in cfg.sft.model_fields_set and run.config.exists():
+        mode = (yaml.safe_load(run.config.read_text()) or {}).get("sft", {}).get("mode", mode)
+    return str(best_student(spec)), mode
 
 
 def make_question(stem: str, options: list[str], n: int = 1) -> Question:
@@ -121,7 +122,7 @@ def interactive():
 
 def main(cfg: Config, words: list[str]) -> int:
     model_path, mode = student_and_mode(cfg)
-    backend = pick_backend(cfg.sampler, model_path)
+    backend = choose_backend(cfg.sampler, model_path)
     start = time.perf_counter()
     sampler = TimedSampler(make_sampler(cfg.sampler.model_copy(update={"backend": backend, "model": model_path})))
     print(f"student: {model_path} ({backend}, mode {mode}), loaded in {time.perf_counter() - start:.1f} s")

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str, dict[str, str]]] = {
                 {"--model": "student.model", "--iterations": "reflect.iterations"}),
     "run": ("tinythinker_ray.pipeline:main", "teach -> sft -> eval -> reflect -> eval, resumable", {}),
     "tune": ("tinythinker_ray.tune:main", "Ray Tune sweep over phase-1 / phase-2 hyperparameters", {}),
-    "data": ("tinythinker_ray.data.commands:main", "data prepare | show: load, split, print counts and a sample", {}),
+    "data": ("tinythinker_ray.data_cli:main", "data prepare | show: load, split, print counts and a sample", {}),
     "ask": ("tinythinker_ray.ask:main", "ask a trained student a question and print its chain",
             {"--model": "student.model", "--samples": "eval.samples"}),
     "export": ("tinythinker_ray.export:main", "write the best student as a clean HF folder with a model card", {}),

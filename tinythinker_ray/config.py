@@ -14,12 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .backends import BACKENDS
 from .core.modes import MODES
 from .errors import ConfigError
 
 ReflectMode = Literal["recall", "analyze", "recall_analyze"]
-# "auto" (student sampler only): vLLM for causal students, HF for T5, which vLLM cannot run.
-Backend = Literal["auto", "vllm", "hf", "openai", "replay", "rules"]
 Split = Literal["train", "valid", "test"]
 
 
@@ -78,7 +77,9 @@ class DataConfig(_Section):
 class SamplerConfig(_Section):
     """One engine and how many replicas of it run as a Ray actor pool."""
 
-    backend: Backend = "auto"
+    # an engine of backends.py (vllm, hf, openai, replay, rules); auto (the student's sampler): vLLM for causal
+    # students, HF for T5, which vLLM cannot run
+    backend: str = "auto"
     model: str | None = None  # HF folder / hub name (vllm, hf), model name (openai), file (replay)
     base_url: str | None = None  # openai: an OpenAI-compatible endpoint
     api_key_env: str = "OPENAI_API_KEY"  # openai: the NAME of the environment variable; the key is never stored
@@ -95,9 +96,16 @@ class SamplerConfig(_Section):
     timeout_s: float = Field(120.0, gt=0)
     seed: int = 0
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v != "auto" and v not in BACKENDS:
+            raise ValueError(f"unknown backend; backends: auto, {', '.join(BACKENDS)}")
+        return v
+
 
 class TeacherConfig(SamplerConfig):
-    backend: Backend = "vllm"
+    backend: str = "vllm"
     fewshot_path: str | None = None  # your own few-shot rationales (a fewshot_rationales.json file or folder)
     # where the few-shots come from: file (fewshot_path or beside the data) | embedded (the paper's set, or the
     # one a preset borrows) | bootstrap (written by the teacher, teacher/fewshot.py) | auto: file, else the
@@ -199,7 +207,8 @@ class ReflectConfig(_Section):
     temperature_decay: float = Field(0.0, ge=0)  # subtracted per sampling pass, as the reference allows
     analyze_samples: int = Field(10, ge=1)  # sampled analysis sets per chosen recall (the reference: 10)
     beta: float = Field(0.5, gt=0)  # DPO temperature; the paper sweeps 0.1-0.5
-    alpha: float = Field(0.5, ge=0)  # RPO: weight of the chosen NLL term
+    alpha: float = Field(0.5, ge=0)  # RPO: weight of the chosen NLL term (0: the preference loss alone)
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"  # the preference loss (train/losses.PAIR_LOSSES); sigmoid = DPO
     lr: float = Field(5e-6, gt=0)
     warmup: float = Field(0.1, ge=0, le=1)  # cosine schedule with this warmup fraction, as the reference
     batch_size: int = Field(32, ge=1)  # pairs per worker per step (the authors: 32)
@@ -232,7 +241,7 @@ class ClusterConfig(_Section):
 
 class SynthConfig(_Section):
     """`tinythinker data synth`: a seeded made-up world (entities, categories, properties) and multiple-choice
-    questions over it whose test pairs are never asked in training (data/synth.py; the learning check)."""
+    questions over it whose test pairs are never asked in training (world/synth.py; the learning check)."""
 
     out: str | None = None  # where the dataset and world.json go; None = <run_dir>/synth
     seed: int = 0

@@ -12,36 +12,28 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import yaml
 
 from .config import Config
-from .core.modes import FULL, get_mode
+from .core.modes import FULL, get_mode, mode_sample
 from .core.records import Question
-from .data.commands import three_stage_sample
 from .errors import ConfigError
 from .report import _rounds, _table
-from .storage import atomic_write_text
+from .rundir import RunDir
+from .storage import atomic_dir, atomic_write_text
 
 EXAMPLE = Question("example", "Where do you keep milk?", (("A", "fridge"), ("B", "oven"), ("C", "shelf")), "A")
 
 
 def best_student(run_dir: str | os.PathLike) -> Path:
     """The last reflect round's best/ (rounds that trained nothing have none), else sft/best."""
-    run = Path(run_dir)
-
-    def round_of(p: Path) -> int:
-        suffix = p.parent.name.removeprefix("iter_")
-        return int(suffix) if suffix.isdigit() else -1
-
-    rounds = sorted((run / "reflect").glob("iter_*/best"), key=round_of, reverse=True)
-    for candidate in [*rounds, run / "sft" / "best"]:
-        if (candidate / "config.json").exists():
-            return candidate
-    raise ConfigError(f"{run}: no trained student (neither reflect/iter_*/best nor sft/best holds a model); "
-                      "train one with `tinythinker sft` / `tinythinker run`, or give --run_dir")
+    run = RunDir(run_dir)
+    if (best := run.best_student()) is None:
+        raise ConfigError(f"{run.uri}: no trained student (no reflect round nor phase 1 saved a best model); "
+                          "train one with `tinythinker sft` / `tinythinker run`, or give --run_dir")
+    return best
 
 
 def _setting(tree: dict, dotted: str):
@@ -121,13 +113,15 @@ def model_card(run: Path, source: Path, out: Path, settings: dict, *, seq2seq: b
                               ("training workers", "train.num_workers"), ("ZeRO stage", "train.zero_stage")]),
     ]
     evals = []
-    for summary in sorted((run / "eval").glob("*/summary.json")):
-        e = json.loads(summary.read_text())
-        evals.append([summary.parent.name, _pct(e.get("accuracy")), _pct(e.get("sc_accuracy")),
+    for ev in RunDir(run).evals():
+        if not ev.summary.exists():
+            continue
+        e = json.loads(ev.summary.read_text())
+        evals.append([ev.root.name, _pct(e.get("accuracy")), _pct(e.get("sc_accuracy")),
                       e.get("n", "-"), e.get("samples", "-")])
     parts += ["\n## Accuracy\n", _table(["evaluation", "accuracy", "self-consistency", "questions", "samples"],
                                         evals) if evals else "_no evaluation in this run_"]
-    rounds = _rounds(run)
+    rounds = _rounds(RunDir(run))
     if rounds:
         parts += ["\n## Reflection rounds\n", _table(
             ["round", "recall pairs", "analyze pairs", "val accuracy"],
@@ -137,7 +131,7 @@ def model_card(run: Path, source: Path, out: Path, settings: dict, *, seq2seq: b
         "\n## Prompt format\n",
         "Three stages, each one generation: recall knowledge, analyze every option in turn, then summarize. "
         "Inputs and the summary target, for one question:\n",
-        f"```text\n{three_stage_sample(EXAMPLE, get_mode(_setting(settings, 'sft.mode') or FULL))}\n```",
+        f"```text\n{mode_sample(EXAMPLE, get_mode(_setting(settings, 'sft.mode') or FULL))}\n```",
         "\n## Usage\n",
         f"```bash\ntinythinker ask --model {out} \"Where do you keep milk?\" fridge oven shelf\n```\n",
         "With transformers alone:\n",
@@ -154,14 +148,13 @@ def assert_no_secrets(text: str) -> None:
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    from .models import is_seq2seq, load_student
+    from .models import is_seq2seq, load_student, model_target
 
     run, out = Path(run_dir), Path(out)
     source = best_student(run)
-    config_file = run / "config.yaml"
+    config_file = RunDir(run).config
     settings = (yaml.safe_load(config_file.read_text()) or {}) if config_file.exists() else {}
-    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
-        raise ConfigError(f"{out} exists and is not a model folder: choose another export folder")
+    model_target(out)  # refuses to replace a folder that holds something else
 
     model, tok = load_student(str(source), dtype="auto")  # keep the checkpoint's dtype
     seq2seq = is_seq2seq(model.config)
@@ -171,25 +164,10 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     card = model_card(run, source, out, settings, seq2seq=seq2seq, arch=type(model).__name__)
     assert_no_secrets(card)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out) as tmp:  # a previous export is replaced only once this one is whole
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         atomic_write_text(tmp / "README.md", card)
-        if out.exists():
-            os.replace(out, old)  # a directory cannot be renamed over a full one: move the previous aside
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if old.exists():
-                os.replace(old, out)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -197,7 +175,7 @@ def main(cfg: Config, words: list[str]) -> int:
     if len(words) > 1:
         raise ConfigError(f"export takes one folder to write (got {' '.join(words)}); "
                           "usage: tinythinker export --run_dir R [OUT]")
-    run = Path(cfg.run_dir)
-    out = export(run, words[0] if words else run / "export")
-    print(f"exported {best_student(run)} -> {out} (model, tokenizer, generation_config, README.md)")
+    run = RunDir(cfg.run_dir)
+    out = export(run.root, words[0] if words else run.export)
+    print(f"exported {best_student(run.root)} -> {out} (model, tokenizer, generation_config, README.md)")
     return 0

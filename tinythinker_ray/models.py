@@ -13,16 +13,13 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
+from .storage import atomic_dir, cache_root
 
 BUILTINS = ("tiny-t5", "tiny-llama", "smollm2-135m")
 SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>", "bos": "<s>"}
 # Minimal chat template for tiny causal students used as teachers in tests.
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TINYTHINKER_CACHE", Path.home() / ".cache" / "tinythinker"))
 
 
 def is_seq2seq(config) -> bool:
@@ -95,12 +92,17 @@ def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, text: list[
                letters_apart: bool = False, layers: int = 2) -> str:
     """A tiny T5 or Llama (2 heads of 32: vLLM needs head size >= 32; `layers` blocks, in the encoder and the
     decoder for T5), saved as a plain HF folder; `text` and `letters_apart` go to build_tokenizer."""
+    out_dir = model_target(out_dir)
+    with atomic_dir(out_dir, keep_existing=True) as tmp:  # a second process building the same model keeps the first
+        tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), text=text, letters_apart=letters_apart)
+        _tiny_model(kind, tok, seed, layers).save_pretrained(tmp)
+    return str(out_dir)
+
+
+def _tiny_model(kind: str, tok, seed: int, layers: int):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tok = build_tokenizer(tmp, seq2seq=(kind == "t5"), text=text, letters_apart=letters_apart)
     torch.manual_seed(seed)
     if kind == "t5":
         cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=layers,
@@ -116,21 +118,15 @@ def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, text: list[
     else:
         raise ConfigError(f"unknown tiny model kind '{kind}' (allowed: t5, llama)")
     model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(tmp)
-    _publish(tmp, out_dir)
-    return str(out_dir)
+    return model
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move a finished folder into place in one rename (an empty target is replaced; rename(2) allows it)."""
-    import shutil
-
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        if not (out_dir / "config.json").exists():
-            raise ConfigError(f"{out_dir} exists and is not a model folder: choose another target") from None
-        shutil.rmtree(tmp)  # another process built it first: keep that one
+def model_target(out_dir: str | os.PathLike) -> Path:
+    """A folder a model may be written to: missing, empty, or a model folder already (which is replaced)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").exists():
+        raise ConfigError(f"{out_dir} exists and is not a model folder: choose another target")
+    return out_dir
 
 
 def load_student(path: str, *, dtype=None, device: str = "cpu"):
@@ -173,9 +169,8 @@ def import_smollm2(out_dir: str | os.PathLike) -> str:
     if lost or unexpected:  # strict=False must not hide a renamed tensor: it would leave random weights
         raise ConfigError(f"{gguf.name}: tensors missing {lost[:5]} / unexpected {unexpected[:5]} after conversion")
     model.tie_weights()
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    _publish(tmp, out_dir)
+    out_dir = model_target(out_dir)
+    with atomic_dir(out_dir, keep_existing=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return str(out_dir)

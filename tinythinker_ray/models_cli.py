@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
-from .models import build_tiny, cache_root, import_smollm2
+from .models import build_tiny, import_smollm2
+from .storage import cache_root
 
 # name -> (action that makes it, what it is)
 BUILT_INS = {

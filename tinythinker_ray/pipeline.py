@@ -7,11 +7,15 @@ training checkpoints, reflect rounds). A lock refuses a second run on the same d
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from .config import Config, dump_config
-from .storage import Manifest, atomic_write_text, workspace
+from .rundir import workspace
+from .storage import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> Path:
@@ -21,37 +25,35 @@ def run(cfg: Config) -> Path:
     from .teacher.distill import teach
     from .train.sft import sft
 
-    with workspace(cfg) as (cfg, mirror):  # a remote run_dir: steps work on a local mirror, each pushed when done
-        run_dir = Path(cfg.run_dir)
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    with workspace(cfg.run_dir) as run:  # a remote run_dir: steps work on a local mirror, each pushed when done
+        atomic_write_text(run.config, dump_config(cfg))
 
         def step(name: str, fn):
             # Recorded as "run/<name>": drivers mark their own steps too, and a driver that finished while
             # the pipeline died before recording still reruns here (resuming inside itself, cheaply).
             key = f"run/{name}"
-            if Manifest(run_dir).done(key):
-                print(f"[run] {name}: done already, skipping")
-                return Manifest(run_dir).get(key)
-            print(f"[run] {name} ...")
+            if run.manifest.done(key):
+                log.info("[run] %s: done already, skipping", name)
+                return run.manifest.get(key)
+            log.info("[run] %s ...", name)
             t0 = time.time()
             outputs = dict(fn() or {})
             outputs["seconds"] = round(time.time() - t0, 1)
-            Manifest(run_dir).mark(key, **outputs)  # re-read: the step may have updated the manifest
-            mirror.push()
+            run.manifest.mark(key, **outputs)  # re-read: the step may have updated the manifest
+            run.push()
             return outputs
 
-        step("teach", lambda: {"stats": str(run_dir / "teach" / "stats.json"), **_summary(teach(cfg))})
-        sft_out = step("sft", lambda: {"best": str(sft(cfg).best_dir)})
-        best = sft_out["best"]
-        step("eval/valid-sft", lambda: evaluate(cfg, best, load_split(cfg, "valid"), "valid-sft",
-                                                run_dir / "eval" / "valid-sft"))
-        step("eval/test-sft", lambda: evaluate(cfg, best, load_split(cfg, "test"), "test-sft",
-                                               run_dir / "eval" / "test-sft"))
-        ref_out = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})
-        step("eval/test-final", lambda: evaluate(cfg, ref_out["best"], load_split(cfg, "test"), "test-final",
-                                                 run_dir / "eval" / "test-final"))
-        report = write_report(run_dir)
-    print(f"[run] report: {mirror.uri.rstrip('/') + '/report.md' if mirror.remote else report}")
+        def scored(tag: str, model: str, split: str):
+            return lambda: evaluate(cfg, model, load_split(cfg, split), tag, run.eval(tag).root)
+
+        step("teach", lambda: {"stats": str(run.teach.stats), **_summary(teach(cfg))})
+        best = step("sft", lambda: {"best": str(sft(cfg).best_dir)})["best"]
+        step("eval/valid-sft", scored("valid-sft", best, "valid"))
+        step("eval/test-sft", scored("test-sft", best, "test"))
+        final = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})["best"]
+        step("eval/test-final", scored("test-final", final, "test"))
+        report = write_report(run)
+    log.info("[run] report: %s", run.remote + "/" + report.name if run.remote else report)
     return report
 
 

@@ -1,4 +1,4 @@
-"""Starting Ray the one way every driver shares, and what Ray Data task workers keep between tasks."""
+"""Starting Ray the one way every driver shares, and running a model over a Ray Data dataset on replicas."""
 
 from __future__ import annotations
 
@@ -63,3 +63,38 @@ def folder_stamp(path: str | None) -> tuple:
     except (OSError, TypeError):
         return (path,)  # a hub name, an endpoint's model name, or nothing
     return path, st.st_ino, st.st_mtime_ns, max(files, default=0)
+
+
+class Replica:
+    """An actor replica: builds its object once, then serves every batch Ray Data hands it."""
+
+    def __init__(self, build: Callable[[], Any], call: Callable[[Any, dict], dict]):
+        self.obj, self.call = build(), call
+
+    def __call__(self, batch: dict) -> dict:
+        return self.call(self.obj, batch)
+
+
+def _in_task(batch: dict, *, key: Hashable, build: Callable[[], Any], call: Callable[[Any, dict], dict]) -> dict:
+    return call(kept_in_process(key, build), batch)
+
+
+def map_replicas(ds, *, build: Callable[[], Any], call: Callable[[Any, dict], dict], key: Hashable, light: bool,
+                 replicas: int, num_cpus: float, num_gpus: float, batch_size: int):
+    """Lazily `call(obj, batch) -> batch` over `ds`, `obj = build()` held by `replicas` workers.
+
+      light, no GPUs   Ray Data tasks, the object kept in the task's worker process under `key`: Ray reuses
+                       those processes, so the next pass over the same model starts no process and loads nothing
+                       (an actor pool's start, a new process importing torch and transformers, costs ~5 s on 2
+                       cores, more than a small pass)
+      otherwise        an actor pool whose actors hold the object for the pass (a GPU is released after it)
+    `build` and `call` must be picklable (module-level functions or functools.partial).
+    """
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    common = {"batch_size": batch_size, "batch_format": "numpy", "num_cpus": num_cpus}
+    if light and not num_gpus:
+        return ds.map_batches(_in_task, fn_kwargs={"key": key, "build": build, "call": call},
+                              compute=TaskPoolStrategy(size=replicas), **common)
+    return ds.map_batches(Replica, fn_constructor_kwargs={"build": build, "call": call},
+                          compute=ActorPoolStrategy(size=replicas), num_gpus=num_gpus, **common)

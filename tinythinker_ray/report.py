@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .storage import Manifest, atomic_open, atomic_write_text, read_jsonl
+from .rundir import RunDir
+from .storage import atomic_open, atomic_write_text, read_jsonl
 
 
 def _json(path: Path) -> dict | None:
@@ -26,23 +27,19 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _rounds(run: Path) -> list[dict]:
-    recs = []
-    for d in sorted((run / "reflect").glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
-        rec = _json(d / "record.json")
-        if rec:
-            recs.append(rec)
-    return recs
+def _rounds(run: RunDir) -> list[dict]:
+    """The record of every finished reflect round, in round order."""
+    return [rec for it in run.rounds() if (rec := _json(it.record))]
 
 
-def plot(run: Path, out: Path) -> Path | None:
+def plot(run: RunDir, out: Path) -> Path | None:
     """Validation accuracy and chosen-rejected margin over phase 1 and the reflect rounds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sft = _json(run / "eval" / "valid-sft" / "summary.json") or {}
+    sft = _json(run.eval("valid-sft").summary) or {}
     rounds = _rounds(run)
     if not sft and not rounds:
         return None
@@ -66,9 +63,10 @@ def plot(run: Path, out: Path) -> Path | None:
     return out
 
 
-def _examples(run: Path, k: int = 3) -> str:
+def _examples(run: RunDir, k: int = 3) -> str:
     """A few chains from the last test evaluation: right ones and wrong ones."""
-    evals = sorted((run / "eval").glob("test*/results.jsonl"), key=lambda p: p.stat().st_mtime)
+    evals = sorted((e.results for e in run.evals() if e.root.name.startswith("test") and e.results.exists()),
+                   key=lambda p: p.stat().st_mtime)
     if not evals:
         return "_no test evaluation yet_"
     rows = list(read_jsonl(evals[-1]))
@@ -89,10 +87,10 @@ def _examples(run: Path, k: int = 3) -> str:
     return "\n".join(out)
 
 
-def write_report(run_dir: str | Path) -> Path:
-    run = Path(run_dir)
-    parts = [f"# tinythinker-ray report: `{run}`\n"]
-    stats = _json(run / "teach" / "stats.json")
+def write_report(run: RunDir | str | Path) -> Path:
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    parts = [f"# tinythinker-ray report: `{run.uri}`\n"]
+    stats = _json(run.teach.stats)
     if stats:
         flat = [[k, v] for k, v in stats.items() if not isinstance(v, (dict, list))]
         parts += ["## Teacher", _table(["stat", "value"], flat)]
@@ -104,13 +102,14 @@ def write_report(run_dir: str | Path) -> Path:
                 inner = next((list(b) for b in v.values() if isinstance(b, dict)), ["count"])
                 parts += [f"\n{k}:", _table([k, *inner], flat)]
     evals = []
-    for s in sorted((run / "eval").glob("*/summary.json")):
-        e = json.loads(s.read_text())
-        evals.append([s.parent.name, e.get("accuracy"), e.get("lenient_accuracy", "-"), e.get("sc_accuracy"),
+    for ev in run.evals():
+        if not (e := _json(ev.summary)):
+            continue
+        evals.append([ev.root.name, e.get("accuracy"), e.get("lenient_accuracy", "-"), e.get("sc_accuracy"),
                       e.get("n", e.get("questions"))])
     if evals:  # accuracy: "the answer is option X." exactly, as the authors score; lenient: case, ( ) and "." free
         parts += ["\n## Accuracy", _table(["evaluation", "accuracy", "lenient", "self-consistency", "questions"], evals)]
-    metrics = list(read_jsonl(run / "sft" / "metrics.jsonl"))
+    metrics = list(read_jsonl(run.sft.metrics))
     points = [m for m in metrics if "val_accuracy" in m]
     if points:
         parts += ["\n## Phase 1 evaluation points",
@@ -122,13 +121,12 @@ def write_report(run_dir: str | Path) -> Path:
             ["round", "recall pairs", "analyze pairs", "margin start", "margin end", "val accuracy"],
             [[r.get("round"), r.get("recall_pairs"), r.get("analyze_pairs"), r.get("margin_start"),
               r.get("margin_end"), r.get("val_accuracy")] for r in rounds])]
-    png = plot(run, run / "accuracy.png")
+    png = plot(run, run.plot)
     if png:
-        parts += ["\n![accuracy and margins](accuracy.png)"]
-    steps = Manifest(run).data["steps"]
+        parts += [f"\n![accuracy and margins]({png.name})"]
+    steps = run.manifest.data["steps"]
     if steps:
         parts += ["\n## Steps", _table(["step", "seconds"], [[k, v.get("seconds", "")] for k, v in steps.items()])]
     parts += ["\n## Example chains (test)", _examples(run)]
-    out = run / "report.md"
-    atomic_write_text(out, "\n".join(parts) + "\n")
-    return out
+    atomic_write_text(run.report, "\n".join(parts) + "\n")
+    return run.report

@@ -1,14 +1,15 @@
-"""Run-directory I/O: atomic writes, append-only JSONL, and the manifest of finished steps.
+"""Files: atomic writes of files and folders, append-only JSONL, copies between local and remote storage.
 
-Paths may be local or s3:// / gs:// (through pyarrow filesystems). Every artifact is written to a temporary
-name and renamed, so a reader never sees half a file; appended JSONL is flushed per block so a killed run
-loses at most the block in flight.
+Every artifact is written to a temporary name and renamed, so a reader never sees half a file or folder;
+appended JSONL is fsynced per block so a killed run loses at most the block in flight. Remote paths (s3://,
+gs://, file://) go through pyarrow filesystems. The layout of a run directory is rundir.py's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,11 @@ from .errors import DataError
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
+
+
+def cache_root() -> Path:
+    """Where built-in models and remote run directories' local mirrors live ($TINYTHINKER_CACHE)."""
+    return Path(os.environ.get("TINYTHINKER_CACHE", Path.home() / ".cache" / "tinythinker"))
 
 
 @contextmanager
@@ -38,6 +44,33 @@ def atomic_open(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(dest: str | os.PathLike, *, keep_existing: bool = False) -> Iterator[Path]:
+    """A temporary folder beside `dest` to fill; when the block ends without error it takes `dest`'s place by
+    renames, so readers never see half a folder (a model, an export). `keep_existing`: a non-empty `dest` that
+    appeared meanwhile (another process built the same thing) is kept and ours dropped."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (dest.with_name(f".{dest.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if dest.exists() and any(dest.iterdir()) and keep_existing:
+            return
+        if dest.exists():
+            os.replace(dest, old)  # a folder cannot be renamed over a full one: the old one steps aside first
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if old.exists():
+                os.replace(old, dest)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -85,125 +118,6 @@ def read_jsonl(path, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
             raise DataError(what, file=str(path), line=i) from None
 
 
-class Manifest:
-    """`manifest.json` at a run directory's root: which steps finished, with their outputs."""
-
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / "manifest.json"
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"steps": {}}
-
-    def done(self, step: str) -> bool:
-        return step in self.data["steps"]
-
-    def get(self, step: str) -> dict | None:
-        return self.data["steps"].get(step)
-
-    def mark(self, step: str, **outputs) -> None:
-        # Re-read first: several drivers in one run (pipeline, sft, reflect) each hold a Manifest.
-        if self.path.exists():
-            self.data = json.loads(self.path.read_text())
-        self.data["steps"][step] = outputs
-        atomic_write_json(self.path, self.data)
-
-
-class RunLock:
-    """An exclusive lock on a run directory: a second run on the same directory refuses instead of interleaving.
-
-    flock is released by the kernel when the holder dies, so a SIGKILLed run never leaves a stale lock.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / ".lock"
-        self._f = None
-
-    def __enter__(self) -> RunLock:
-        import fcntl
-
-        from .errors import TinyThinkerError
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a+")
-        try:
-            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._f.seek(0)
-            holder = self._f.read().strip() or "another process"
-            self._f.close()
-            raise TinyThinkerError(f"run directory {self.path.parent} is in use by {holder}; "
-                                   "wait for it to finish or choose another --run_dir") from None
-        self._f.seek(0)
-        self._f.truncate()
-        self._f.write(f"pid {os.getpid()}")
-        self._f.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import fcntl
-
-        if self._f:
-            fcntl.flock(self._f, fcntl.LOCK_UN)
-            self._f.close()
-
-
-class RunMirror:
-    """A remote run directory (s3://, gs://, file://) worked on through a local mirror.
-
-    `pull()` brings down what a previous (possibly killed) run left, so a rerun resumes; `push()` uploads the
-    mirror after every finished step. Local paths pass through untouched. Ray Train workers, which may sit on
-    other nodes, do not write to the driver's mirror: they checkpoint straight to the remote and upload their
-    outputs there (train/loop.py, via `mirror_of`, `copy_tree`).
-    """
-
-    def __init__(self, run_dir: str):
-        self.uri = str(run_dir)
-        self.remote = is_remote(self.uri)
-        if self.remote:
-            import hashlib
-
-            from .models import cache_root
-
-            self.local = cache_root() / "runs" / hashlib.sha1(self.uri.encode()).hexdigest()[:16]
-        else:
-            self.local = Path(self.uri)
-
-    def _fs(self):
-        from pyarrow import fs
-
-        return fs.FileSystem.from_uri(self.uri)
-
-    def pull(self) -> Path:
-        if self.remote:
-            from pyarrow import fs
-
-            filesystem, path = self._fs()
-            self.local.mkdir(parents=True, exist_ok=True)
-            # beside the mirror, not in it: training finds the remote its out_dir stands for (mirror_of)
-            self.local.with_name(self.local.name + ".uri").write_text(self.uri)
-            if filesystem.get_file_info(path).type == fs.FileType.Directory:
-                fs.copy_files(path, str(self.local), source_filesystem=filesystem,
-                              destination_filesystem=fs.LocalFileSystem())
-        return self.local
-
-    def push(self) -> None:
-        if self.remote:
-            from pyarrow import fs
-
-            filesystem, path = self._fs()
-            filesystem.create_dir(path, recursive=True)
-            fs.copy_files(str(self.local), path, source_filesystem=fs.LocalFileSystem(),
-                          destination_filesystem=filesystem)
-
-
-def mirror_of(path: str | os.PathLike) -> str | None:
-    """The remote URI a folder inside a RunMirror's local mirror stands for, or None for a plain local folder."""
-    path = Path(path).resolve()
-    for folder in (path, *path.parents):
-        if folder.name and (marker := folder.with_name(folder.name + ".uri")).is_file():
-            rest = path.relative_to(folder).as_posix()
-            return marker.read_text().rstrip("/") + ("" if rest == "." else "/" + rest)
-    return None
-
-
 def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
     """Copy a folder's entries (but those named in `skip`) between local paths and remote URIs, overwriting."""
     from pyarrow import fs
@@ -223,21 +137,3 @@ def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
         if info.type == fs.FileType.Directory:  # copy_files makes the folders below the target, not the target
             dst_fs.create_dir(target, recursive=True)
         fs.copy_files(info.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
-
-
-@contextmanager
-def workspace(cfg):
-    """A driver's hold on cfg.run_dir: a remote run directory is pulled into a local mirror and pushed back when
-    the driver ends, finished or not; the lock keeps a second driver on this machine out. Yields (cfg with
-    run_dir = the local folder, the mirror)."""
-    from .config import with_overrides
-
-    mirror = RunMirror(cfg.run_dir)
-    local = mirror.pull()
-    if mirror.remote:
-        cfg = with_overrides(cfg, {"run_dir": str(local)})
-    with RunLock(local):
-        try:
-            yield cfg, mirror
-        finally:
-            mirror.push()  # what was done reaches a remote run_dir even when a step failed

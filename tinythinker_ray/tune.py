@@ -15,6 +15,7 @@ The results table and the best trial's full config (reusable by `tinythinker run
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import yaml
 
 from .config import Config, build_config, dump_config, with_overrides
 from .errors import ConfigError
+from .rundir import RunDir
 from .storage import atomic_write_text
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -31,6 +33,9 @@ DEFAULT_SPACE = {
     "reflect": {"reflect.beta": {"choice": [0.1, 0.3, 0.5]}, "reflect.alpha": {"choice": [0.5, 1.0]},
                 "reflect.lr": {"loguniform": [1e-6, 1e-5]}},
 }
+
+
+log = logging.getLogger(__name__)
 
 
 def load_space(path: str | None, target: str) -> dict:
@@ -55,14 +60,14 @@ def load_space(path: str | None, target: str) -> dict:
     return space
 
 
-def _trial_dir(base: Path, trial: str, target: str) -> Path:
-    """A private run directory whose inputs are links to the shared ones."""
-    d = base / "tune" / "trials" / trial
-    d.mkdir(parents=True, exist_ok=True)
-    for name in ("teach", "sft") if target == "reflect" else ("teach",):
-        link = d / name
+def _trial_dir(base: RunDir, trial: str, target: str) -> RunDir:
+    """A private run directory whose inputs are links to the shared ones (teach/, and sft/ for reflect)."""
+    d = base.trial(trial)
+    d.root.mkdir(parents=True, exist_ok=True)
+    shared = [(base.teach.root, d.teach.root)] + ([(base.sft.root, d.sft.root)] if target == "reflect" else [])
+    for source, link in shared:
         if not link.exists():
-            os.symlink(base / name, link, target_is_directory=True)
+            os.symlink(source, link, target_is_directory=True)
     return d
 
 
@@ -71,9 +76,8 @@ def trial(params: dict, *, base_cfg: dict, target: str) -> None:
     from ray import tune
 
     cfg = with_overrides(build_config(base_cfg), params)
-    base = Path(cfg.run_dir).resolve()
-    run_dir = _trial_dir(base, tune.get_context().get_trial_id(), target)
-    cfg = with_overrides(cfg, {"run_dir": str(run_dir)})
+    run = _trial_dir(RunDir(cfg.run_dir), tune.get_context().get_trial_id(), target)
+    cfg = with_overrides(cfg, {"run_dir": str(run.root)})
     if target == "sft":
         from .train.sft import sft
 
@@ -82,7 +86,7 @@ def trial(params: dict, *, base_cfg: dict, target: str) -> None:
     else:
         from .reflect.iterate import reflect
 
-        records = reflect(cfg, model=str(run_dir / "sft" / "best"))
+        records = reflect(cfg, model=str(run.sft.best))
         best = max((r.get("val_accuracy") or 0.0 for r in records), default=None)
     tune.report({"val_accuracy": best if best is not None else 0.0, "final": 1})
 
@@ -96,14 +100,14 @@ def tune_run(cfg: Config):
     from .raylib import ensure_ray
 
     t = cfg.tune
-    base = Path(cfg.run_dir).resolve()
-    needed = base / "teach" / "summarize.jsonl" if t.target == "sft" else base / "sft" / "best" / "config.json"
+    base = RunDir(cfg.run_dir)
+    needed = base.teach.stage("summarize") if t.target == "sft" else base.sft.best / "config.json"
     if not needed.exists():
         raise ConfigError(f"tune target '{t.target}' needs {needed} (run `tinythinker "
                           f"{'teach' if t.target == 'sft' else 'sft'}` on this run_dir first)")
     ensure_ray(cfg)
     space = load_space(t.space, t.target)
-    base_cfg = cfg.model_dump() | {"run_dir": str(base)}
+    base_cfg = cfg.model_dump() | {"run_dir": str(base.root)}
     tuner = tune.Tuner(
         # Each trial's driver holds 1 CPU; its Ray Train workers ask for their own.
         tune.with_resources(partial(trial, base_cfg=base_cfg, target=t.target), {"CPU": 1}),
@@ -111,24 +115,25 @@ def tune_run(cfg: Config):
         tune_config=tune.TuneConfig(
             metric=t.metric, mode="max", num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
             scheduler=ASHAScheduler(grace_period=t.asha_grace, max_t=10_000)),
-        run_config=tune.RunConfig(name=f"tune-{t.target}", storage_path=str(base / "tune" / "ray")),
+        run_config=tune.RunConfig(name=f"tune-{t.target}", storage_path=str(base.tune / "ray")),
     )
     results = tuner.fit()
     df = results.get_dataframe()
     cols = [c for c in df.columns if c.startswith("config/")] + [t.metric, "training_iteration"]
     table = df[[c for c in cols if c in df.columns]].rename(columns=lambda c: c.removeprefix("config/"))
-    out = base / "tune"
+    out = base.tune
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
     best = results.get_best_result(metric=t.metric, mode="max")
     best_cfg = with_overrides(cfg, {k: v for k, v in best.config.items()})
     atomic_write_text(out / "best.yaml", dump_config(best_cfg))
-    print(table.to_string(index=False))
-    print(f"best {t.metric} {best.metrics.get(t.metric)} with {best.config}\nbest config: {out / 'best.yaml'}")
+    log.info("best %s %s with %s; best config: %s", t.metric, best.metrics.get(t.metric), best.config,
+             out / "best.yaml")
     return table, best_cfg
 
 
 def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"tune takes no positional arguments (got {' '.join(words)})")
-    tune_run(cfg)
+    table, _ = tune_run(cfg)
+    print(table.to_string(index=False))
     return 0

@@ -87,3 +87,15 @@ def mode_rows(rows: Iterable[dict], mode: Mode) -> list[dict]:
             seen.add((text, r["target"]))
             out.append({**r, "input": text})
     return out
+
+
+def mode_sample(q: Question, mode: Mode) -> str:
+    """The question's stage inputs as `mode` trains them (the teacher's full rows rewritten by mode_input, as
+    phase 1 does) and the summarize target, with placeholders for the generated parts: what `data show` prints."""
+    recall, analyses = "<recalled knowledge>", [(lab, f"<analysis of {lab}>") for lab in q.labels]
+    full = {"recall": fmt.recall_input(q), "analyze": fmt.analyze_input(q, q.labels[0], recall),
+            "summarize": fmt.summarize_input(q, recall, analyses)}
+    lines = [f"--- mode {mode.name}: trains {', '.join(mode.stages)} ---"]
+    for stage in mode.stages:
+        lines += [f"--- {stage} input{' (first option)' if stage == 'analyze' else ''} ---", mode_input(full[stage], mode)]
+    return "\n".join([*lines, "--- summarize target ---", fmt.summarize_target(q.answer)])

@@ -24,8 +24,8 @@ from pathlib import Path
 from ..config import AdapterConfig
 from ..core.records import Question
 from ..errors import DataError
-from .loaders import Splits, _RowReader
 from .presets import GENERIC, PRESETS
+from .rows import RowReader, Splits
 
 SPLITS = ("train", "valid", "test")
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "val": "valid",
@@ -114,7 +114,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
     return enumerate(rows, 1)
 
 
-def file_rows(path: Path, fmt: str | None, reader: _RowReader) -> Rows:
+def file_rows(path: Path, fmt: str | None, reader: RowReader) -> Rows:
     fmt = _format_of(path, fmt)
     if fmt == "jsonl":
         return reader.jsonl_rows(path)
@@ -169,7 +169,7 @@ def _default_files(root: Path, fmt: str | None) -> dict[str, Path]:
     return out
 
 
-def _sources(path: str, a: AdapterConfig, reader: _RowReader) -> dict[str | None, Source]:
+def _sources(path: str, a: AdapterConfig, reader: RowReader) -> dict[str | None, Source]:
     """{split (None = each row's split column): Source}."""
     if a.format in ("hf_disk", "hub"):
         return _dataset_splits(path, a)
@@ -347,7 +347,7 @@ def load_adapted(name: str, path: str | None, adapter: AdapterConfig | None = No
         raise DataError(f"dataset '{name}' has no embedded sample: give data.path (a file or folder"
                         + (", or a dataset name with data.adapter.format hub)" if name == "generic" else ")"),
                         field="data.path")
-    reader = _RowReader(skip_bad_rows)
+    reader = RowReader(skip_bad_rows)
     got: dict[str, list[Question]] = {s: [] for s in SPLITS}
     given: set[str] = set()
     seen: dict[str, str] = {}  # question id -> where it first appeared

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import random
-import string
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..core.records import Question
 from ..errors import DataError
+from .adapter import load_adapted, resolve
 from .presets import PRESETS
+from .rows import RowReader, Splits, need
 
 BENCHMARKS = ("csqa", "obqa", "strategyqa", "custom")
 # Official file names per benchmark; `custom` uses the plain names.
@@ -34,135 +33,6 @@ FILES = {
     "custom": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
 }
 HUB_NAMES = {"csqa": "tau/commonsense_qa", "obqa": "allenai/openbookqa", "strategyqa": "wics/strategy-qa"}
-
-
-@dataclass
-class Splits:
-    train: list[Question]
-    valid: list[Question]
-    test: list[Question]
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (with skip_bad_rows)
-
-    def get(self, name: str) -> list[Question]:
-        return {"train": self.train, "valid": self.valid, "validation": self.valid, "test": self.test}[name]
-
-
-class _RowReader:
-    """Turns rows into Questions; raises or counts errors depending on `skip_bad_rows`."""
-
-    def __init__(self, skip_bad_rows: bool):
-        self.skip = skip_bad_rows
-        self.skipped: dict[str, int] = {}
-
-    def fail(self, err: DataError) -> None:
-        if not self.skip:
-            raise err
-        reason = f"{err.field or 'row'}: {err.message}"
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-    def jsonl_rows(self, path: Path) -> Iterator[tuple[int, object]]:
-        """(line number, parsed JSON) per non-blank line; undecodable lines go through `fail`."""
-        # Split the bytes on newlines ourselves: str.splitlines also splits inside JSON strings holding U+2028,
-        # and decoding line by line lets a bad byte name its line (and be skipped like any bad row).
-        for i, raw in enumerate(path.read_bytes().split(b"\n"), 1):
-            try:
-                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                self.fail(DataError(f"not UTF-8 text ({e.reason} at byte {e.start} of the line)",
-                                    file=str(path), line=i))
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                self.fail(DataError(f"bad JSON: {e.msg} at column {e.colno}", file=str(path), line=i))
-
-    def jsonl(self, path: Path) -> list[Question]:
-        out, bad = [], sum(self.skipped.values())
-        for i, row in self.jsonl_rows(path):
-            try:
-                out.append(csqa_row(row, file=str(path), line=i))
-            except DataError as e:
-                self.fail(e)
-        if not out:
-            bad = sum(self.skipped.values()) - bad
-            raise DataError("no questions in file" + (f" ({bad} bad rows skipped)" if bad else ""), file=str(path))
-        return out
-
-    @staticmethod
-    def json_list(path: Path) -> list:
-        """A file holding one JSON list (StrategyQA's format); its "lines" are 1-based list indices."""
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8-sig"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"bad JSON: {e.msg} at column {e.colno}", file=str(path), line=e.lineno) from None
-        if not isinstance(rows, list):
-            raise DataError("expected a JSON list of questions", file=str(path))
-        return rows
-
-    def strategyqa(self, path: Path) -> list[Question]:
-        rows = self.json_list(path)
-        out = []
-        for i, row in enumerate(rows, 1):  # "line" here is the 1-based index in the list
-            try:
-                out.append(strategyqa_row(row, file=str(path), line=i))
-            except DataError as e:
-                self.fail(e)
-        return out
-
-
-def _need(row, key, typ, *, file, line, where=""):
-    if not isinstance(row, dict):
-        raise DataError(f"expected an object, got {type(row).__name__}", file=file, line=line,
-                        field=where.rstrip(".") or None)
-    if key not in row:
-        raise DataError("missing", file=file, line=line, field=where + key)
-    if not isinstance(row[key], typ):
-        raise DataError(f"expected {getattr(typ, '__name__', typ)}, got {type(row[key]).__name__}",
-                        file=file, line=line, field=where + key)
-    return row[key]
-
-
-def csqa_row(row: dict, *, file: str = "<row>", line: int = 0) -> Question:
-    """A CSQA/OBQA-shaped row -> Question. Any number of options; labels must be unique."""
-    if not isinstance(row, dict):
-        raise DataError("row is not a JSON object", file=file, line=line)
-    qid = str(row.get("id", f"{Path(file).stem}-{line}"))
-    question = _need(row, "question", dict, file=file, line=line)
-    stem = _need(question, "stem", str, file=file, line=line, where="question.")
-    if not stem.strip():
-        raise DataError("empty question", file=file, line=line, field="question.stem")
-    choices = _need(question, "choices", list, file=file, line=line, where="question.")
-    if len(choices) < 2:
-        raise DataError("needs at least 2 options", file=file, line=line, field="question.choices")
-    options = []
-    for j, c in enumerate(choices):
-        label = _need(c, "label", str, file=file, line=line, where=f"question.choices[{j}].")
-        text = _need(c, "text", str, file=file, line=line, where=f"question.choices[{j}].")
-        if len(label) != 1 or label not in string.ascii_uppercase:  # the format's parsers read [A-Z]
-            raise DataError(f"option label must be one capital letter, got {label!r}", file=file, line=line,
-                            field=f"question.choices[{j}].label")
-        options.append((label, text.strip()))
-    labels = [label for label, _ in options]
-    if len(set(labels)) != len(labels):
-        raise DataError(f"duplicate option labels {labels}", file=file, line=line, field="question.choices")
-    answer = _need(row, "answerKey", str, file=file, line=line)
-    if answer not in labels:
-        raise DataError(f"answer {answer!r} is not among the options {labels}", file=file, line=line,
-                        field="answerKey")
-    return Question(id=qid, stem=stem.strip(), options=tuple(options), answer=answer)
-
-
-def strategyqa_row(row: dict, *, file: str = "<row>", line: int = 0) -> Question:
-    if not isinstance(row, dict):
-        raise DataError("row is not a JSON object", file=file, line=line)
-    stem = _need(row, "question", str, file=file, line=line)
-    answer = _need(row, "answer", bool, file=file, line=line)
-    qid = str(row.get("qid", f"strategyqa-{line}"))
-    return Question(id=qid, stem=stem.strip(), options=(("A", "yes"), ("B", "no")), answer="A" if answer else "B")
 
 
 def embedded_dir(name: str) -> Path:
@@ -198,7 +68,6 @@ def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_b
     """Load and split a benchmark. `path` None = the small sample embedded in the package. Preset names and
     `generic` go to the adapter, with `adapter` (a config.AdapterConfig) on top."""
     if name in PRESETS or name == "generic":
-        from .adapter import load_adapted  # adapter.py imports this module
 
         return load_adapted(name, path, adapter, seed=seed, skip_bad_rows=skip_bad_rows)
     if name not in BENCHMARKS:
@@ -208,7 +77,7 @@ def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_b
         raise DataError(f"data.adapter maps generic datasets and presets, not '{name}' (use data.name: generic)",
                         field="data.adapter")
     root = _resolve_dir(name, path)
-    reader = _RowReader(skip_bad_rows)
+    reader = RowReader(skip_bad_rows)
     train_file = _file(root, name, "train")
     if train_file is None:
         raise DataError(f"training file {FILES[name]['train']} not found", file=str(root))
@@ -238,7 +107,6 @@ def load_fewshot(name: str, path: str | None = None, *, adapter=None) -> list[di
     """The paper's few-shot teacher rationales: [{Q, Options, Key Information, Explanations}]. Presets and
     `generic` borrow the embedded set their mapping names (`fewshot`: csqa, obqa or strategyqa)."""
     if name in PRESETS or name == "generic":
-        from .adapter import resolve
 
         name = resolve(name, adapter).fewshot
     candidates = [Path(path)] if path else []
@@ -255,7 +123,7 @@ def load_fewshot(name: str, path: str | None = None, *, adapter=None) -> list[di
                 raise DataError("expected a JSON list of examples", file=str(f))
             for i, r in enumerate(rows, 1):  # "line" = 1-based index in the list
                 for key, typ in (("Q", str), ("Options", str), ("Key Information", str), ("Explanations", list)):
-                    _need(r, key, typ, file=str(f), line=i)
+                    need(r, key, typ, file=str(f), line=i)
             return rows
     raise DataError("no fewshot_rationales.json", file=str(candidates[0]) if candidates else name)
 

@@ -1,8 +1,8 @@
 """Three-stage chain inference against any Sampler: recall, then analyze once per option, then summarize.
 
 Each stage is one batched `generate` call over every question (and every option, and every sample), so one
-engine and its prefix cache serve all three stages. Used by `eval`, by evaluation during training, by
-self-generation in phase 2 and by `ask`.
+engine and its prefix cache serve all three stages. Used by `eval`, by evaluation during training (`ChainEval`),
+by self-generation in phase 2 and by `ask`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..core.modes import FULL, MODES, Mode, analyze_recall
 from ..core.records import Question
 from ..sampling.base import GenParams, Sampler
 
-STAGE_DEFAULT = GenParams(max_tokens=96)  # greedy; GenParams is frozen, so sharing the default is safe
+STAGE_DEFAULT = GenParams(max_tokens=200)  # greedy; GenParams is frozen, so sharing the default is safe
 SUMMARY_DEFAULT = GenParams(max_tokens=16)
 
 
@@ -107,3 +107,25 @@ def accuracy(results: list[list[ChainResult]]) -> dict:
     lenient = sum(rs[0].lenient_prediction == rs[0].label for rs in results if rs) / n
     sc = sum(vote([r.prediction for r in rs]) == rs[0].label for rs in results if rs) / n
     return {"accuracy": first, "lenient_accuracy": lenient, "sc_accuracy": sc, "questions": len(results)}
+
+
+@dataclass(frozen=True)
+class ChainEval:
+    """The `evaluate` of a training run (train/loop.fit): greedy chains of the live model on questions, in the
+    training process (rank 0), through HF `generate`."""
+
+    questions: list[dict]  # Question.to_dict rows
+    mode: Mode = MODES[FULL]
+    max_new_tokens: int = 200
+    batch_size: int = 32
+
+    def __call__(self, model, tok) -> dict:
+        from ..sampling.hf import HFSampler
+
+        sampler = HFSampler(model=model, tokenizer=tok, batch_size=self.batch_size)
+        stage = GenParams(max_tokens=self.max_new_tokens)
+        results = run_chain(sampler, [Question.from_dict(q) for q in self.questions], self.mode,
+                            recall=stage, analyze=stage, summarize=SUMMARY_DEFAULT)
+        scores = accuracy(results)
+        return {"val_accuracy": scores["accuracy"], "val_lenient_accuracy": scores["lenient_accuracy"],
+                "val_questions": scores["questions"]}

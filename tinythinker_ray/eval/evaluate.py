@@ -19,30 +19,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..config import Config, SamplerConfig
+from ..config import Config
 from ..core.modes import Mode, get_mode
 from ..core.records import Question
 from ..data.loaders import load_dataset_cfg, read_questions
 from ..errors import ConfigError, DataError
-from ..models import is_seq2seq, resolve_model
+from ..models import resolve_model
 from ..raylib import ensure_ray
+from ..rundir import EvalDir, RunDir, workspace
 from ..sampling.base import GenParams, Sampler
-from ..sampling.pool import map_with_sampler
-from ..storage import append_jsonl, atomic_write_json, read_jsonl, workspace
+from ..sampling.pool import choose_backend, map_with_sampler
+from ..storage import append_jsonl, atomic_write_json, read_jsonl
 from .chain import ChainResult, accuracy, run_chain, vote
-
-
-def pick_backend(sampler: SamplerConfig, model_path: str) -> str:
-    """vLLM for causal students, HF for T5; an explicitly configured backend wins where it can run the model."""
-    from transformers import AutoConfig
-
-    if sampler.backend not in ("hf", "vllm", "auto"):
-        return sampler.backend
-    if is_seq2seq(AutoConfig.from_pretrained(model_path)):
-        if sampler.backend == "vllm":
-            print(f"eval: {model_path} is encoder-decoder (T5), which vLLM cannot run: using the hf backend")
-        return "hf"
-    return "vllm" if sampler.backend == "auto" else sampler.backend
 
 
 def chain_params(cfg: Config) -> dict[str, GenParams]:
@@ -85,16 +73,17 @@ def _resumable(results_path: Path, summary_path: Path, model: str, samples: int,
 
 def evaluate(cfg: Config, model_path: str, questions: list[Question], split_name: str,
              out_dir: str | Path) -> dict:
-    """Score `model_path` on `questions` with the chain; writes results.jsonl + summary.json; returns the summary."""
+    """Score `model_path` on `questions` with the chain; writes results.jsonl + summary.json into `out_dir`
+    (RunDir.eval(tag).root in a run); returns the summary."""
     if not questions:
         raise DataError(f"split '{split_name}' has no questions to evaluate", field="eval.split")
-    out_dir = Path(out_dir)
-    results_path, summary_path = out_dir / "results.jsonl", out_dir / "summary.json"
+    out = EvalDir(Path(out_dir))
+    results_path, summary_path = out.results, out.summary
     samples = cfg.eval.samples
     done = _resumable(results_path, summary_path, model_path, samples, {q.id for q in questions})
     todo = [q for q in questions if q.id not in done]
 
-    backend = pick_backend(cfg.sampler, model_path)
+    backend = choose_backend(cfg.sampler, model_path)
     sampler_cfg = cfg.sampler.model_copy(update={"backend": backend, "model": model_path})
     task = functools.partial(chain_task, mode=get_mode(cfg.sft.mode), params=chain_params(cfg))
     start = time.perf_counter()
@@ -126,7 +115,7 @@ def evaluate(cfg: Config, model_path: str, questions: list[Question], split_name
 
 def load_split(cfg: Config, split: str) -> list[Question]:
     """The teacher's saved split if this run has one, else the benchmark's; capped by eval.limit."""
-    saved = Path(cfg.run_dir) / "teach" / "questions" / f"{split}.jsonl"
+    saved = RunDir(cfg.run_dir).teach.questions(split)
     questions = read_questions(saved) if saved.exists() else load_dataset_cfg(cfg.data).get(split)
     limit = cfg.eval.limit if cfg.eval.limit is not None else (cfg.data.max_eval if split != "train" else None)
     return questions[:limit] if limit is not None else questions
@@ -151,8 +140,8 @@ def main(cfg: Config, words: list[str]) -> int:
         raise ConfigError(f"eval takes no positional arguments (got {' '.join(words)}); "
                           "use --model, --split, --samples or --section.key value")
     split = cfg.eval.split
-    with workspace(cfg) as (cfg, _):  # the lock refuses a second driver; a remote run_dir is mirrored
+    with workspace(cfg.run_dir) as run:  # the lock refuses a second driver; a remote run_dir is mirrored
         model_path = resolve_model(cfg.student.model)
-        summary = evaluate(cfg, model_path, load_split(cfg, split), split, Path(cfg.run_dir) / "eval" / split)
+        summary = evaluate(cfg, model_path, load_split(cfg, split), split, run.eval(split).root)
     print_summary(summary)
     return 0

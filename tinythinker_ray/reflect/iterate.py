@@ -18,6 +18,7 @@ A round without enough pairs to train is recorded and ends the phase cleanly.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import replace
@@ -27,14 +28,17 @@ from pathlib import Path
 from ..config import Config, with_overrides
 from ..core.records import Question
 from ..errors import ConfigError
-from ..storage import Manifest, atomic_write_json, read_jsonl, workspace, write_jsonl
+from ..eval.chain import ChainEval
+from ..rundir import RoundDir, RunDir, TeachDir, workspace
+from ..storage import atomic_write_json, read_jsonl, write_jsonl
 from ..train.batches import check_truncated, collate_pairs
-from ..train.loop import ChainEval, FitSpec, Objective, fit
+from ..train.loop import FitSpec, Objective, fit
 from ..train.losses import rpo_step_loss
 from ..train.schedule import pair_plan, schedule, steps_per_epoch
 from .pairs import analyze_requests, build_analyze_pairs, build_recall_pairs, teacher_chains
 from .selfgen import generate_analyses, generate_recalls
 
+log = logging.getLogger(__name__)
 STAGES = {"recall": ("recall",), "analyze": ("analyze",), "recall_analyze": ("recall", "analyze")}
 
 
@@ -52,7 +56,7 @@ def training_questions(cfg: Config) -> list[Question]:
     with the label phase 1 trained on: the teacher's majority relabels a question (teacher/filters.judge), and a
     self-generated chain is right when it reaches that label, as the authors' generate.py judges it."""
     questions = _split(cfg, "train", [])
-    covered = Path(cfg.run_dir) / "teach" / "recall_single.jsonl"
+    covered = RunDir(cfg.run_dir).teach.stage("recall_single")
     if covered.exists():
         labels = {str(r["qid"]): r.get("label") for r in read_jsonl(covered)}
         questions = [replace(q, answer=labels[q.id] or q.answer) for q in questions if q.id in labels]
@@ -60,9 +64,10 @@ def training_questions(cfg: Config) -> list[Question]:
     return questions[: min(caps)] if caps else questions
 
 
-def teacher_index(run_dir: Path) -> dict[str, list[dict]]:
-    teach = run_dir / "teach"
-    return teacher_chains(read_jsonl(teach / "summarize.jsonl"), read_jsonl(teach / "recall.jsonl"))
+def teacher_index(teach: TeachDir) -> dict[str, list[dict]]:
+    summarize, recall = teach.stage("summarize"), teach.stage("recall")
+    return teacher_chains(read_jsonl(summarize), read_jsonl(recall), summarize_file=str(summarize),
+                          recall_file=str(recall))
 
 
 def first_model(cfg: Config, model: str | None) -> str:
@@ -71,32 +76,31 @@ def first_model(cfg: Config, model: str | None) -> str:
 
     if model:
         return resolve_model(model)
-    sft_best = Path(cfg.run_dir) / "sft" / "best"
-    if "model" not in cfg.student.model_fields_set and (sft_best / "config.json").exists():
-        return str(sft_best.resolve())
+    sft = RunDir(cfg.run_dir).sft
+    if "model" not in cfg.student.model_fields_set and sft.has_best():
+        return str(sft.best)
     return resolve_model(cfg.student.model)
 
 
 # ----- one round --------------------------------------------------------------------------------------------
 
-def make_pairs(cfg: Config, policy: str, it_dir: Path, round_: int) -> dict[str, list[dict]]:
+def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
     """Self-generate with `policy` and build the round's pairs; both pair files are written."""
-    run_dir = Path(cfg.run_dir)
     questions = training_questions(cfg)
     if not questions:
         raise ConfigError("reflect: no training questions (check data.* and reflect.max_questions)")
-    teacher = teacher_index(run_dir)
-    rng = random.Random(cfg.reflect.seed * 1000 + round_)  # a rerun rebuilds the same pairs from the files
-    gens = generate_recalls(cfg, policy, questions, it_dir / "generations.jsonl")
+    teacher = teacher_index(RunDir(cfg.run_dir).teach)
+    rng = random.Random(cfg.reflect.seed * 1000 + it.number)  # a rerun rebuilds the same pairs from the files
+    gens = generate_recalls(cfg, policy, questions, it.generations)
     recall = list(build_recall_pairs(read_jsonl(gens), teacher, rng))
     analyze: list[dict] = []
     if "analyze" in STAGES[cfg.reflect.mode] and recall:
         requests = analyze_requests(recall, {q.id: q for q in questions})
-        agens = generate_analyses(cfg, policy, requests, it_dir / "analyze_generations.jsonl")
+        agens = generate_analyses(cfg, policy, requests, it.analyze_generations)
         teacher_analyses = {qid: [c["analyses"] for c in cs if c["analyses"]] for qid, cs in teacher.items()}
         analyze = list(build_analyze_pairs(read_jsonl(agens), teacher_analyses, rng))
-    write_jsonl(it_dir / "recall_pairs.jsonl", recall)
-    write_jsonl(it_dir / "analyze_pairs.jsonl", analyze)
+    write_jsonl(it.pairs("recall"), recall)
+    write_jsonl(it.pairs("analyze"), analyze)
     return {"recall": recall, "analyze": analyze}
 
 
@@ -121,12 +125,13 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
 
     r, tc = cfg.reflect, cfg.train
     t0 = time.time()
-    it_dir = Path(cfg.run_dir).resolve() / "reflect" / f"iter_{round_}"
+    run = RunDir(cfg.run_dir)
+    it = run.reflect(round_)
     valid = _split(cfg, "valid", [tc.eval_limit, cfg.data.max_eval])
     if not valid:
         raise ConfigError("reflect: no validation questions to pick each round's best checkpoint by")
-    print(f"[reflect {round_}] policy and reference: {policy}", flush=True)
-    pairs = make_pairs(cfg, policy, it_dir, round_)
+    log.info("[reflect %d] policy and reference: %s", round_, policy)
+    pairs = make_pairs(cfg, policy, it)
     record = {"round": round_, "reference": policy, "recall_pairs": len(pairs["recall"]),
               "analyze_pairs": len(pairs["analyze"])}
     per_step = r.batch_size * tc.num_workers
@@ -134,7 +139,7 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     if not trainable:
         record |= {"stopped": f"too few preference pairs to train (need >= {per_step} = reflect.batch_size x "
                               f"train.num_workers in a stage)", "seconds": round(time.time() - t0, 1)}
-        atomic_write_json(it_dir / "record.json", record)
+        atomic_write_json(it.record, record)
         return record
 
     scored = with_reference_logps([p for rows in trainable.values() for p in rows], policy, cfg)
@@ -143,24 +148,24 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     check_truncated(cut, cfg.student.max_length, cfg.student.max_truncated_share)
     plan, total = pair_plan({s: len(p) for s, p in trainable.items()}, r.batch_size, tc.num_workers, r.cycles)
     steps = schedule(sizes, plan, max_steps=total)
-    print(f"[reflect {round_}] pairs: recall {record['recall_pairs']}, analyze {record['analyze_pairs']} | "
-          f"plan {plan} | {total} steps on {tc.num_workers} worker(s)", flush=True)
-    spec = FitSpec(model_path=policy, out_dir=str(it_dir), steps=steps,
+    log.info("[reflect %d] pairs: recall %d, analyze %d | plan %s | %d steps on %d worker(s)", round_,
+             record["recall_pairs"], record["analyze_pairs"], plan, total, tc.num_workers)
+    spec = FitSpec(model_path=policy, out=it, remote_out=run.remote_of(it.root), steps=steps,
                    steps_per_epoch=steps_per_epoch(sizes, plan), batch_size=r.batch_size, lr=r.lr, train=tc,
                    scheduler="cosine", warmup=r.warmup, eval_every=sum(n for _, n in plan), name="reflect",
-                   seed=r.seed + round_, phase=f"reflect {round_}")
+                   seed=r.seed + round_, phase=f"reflect {round_}", run_name=run.name)
     evaluate = ChainEval(questions=[q.to_dict() for q in valid], max_new_tokens=cfg.student.max_new_tokens,
                          batch_size=cfg.eval.batch_size)
     objective = Objective("rpo", collate=collate_pairs,
-                          loss=partial(rpo_step_loss, beta=r.beta, alpha=r.alpha))
+                          loss=partial(rpo_step_loss, beta=r.beta, alpha=r.alpha, kind=r.loss))
     result = fit(spec, datasets, objective, evaluate)
     record |= {"best": result.best_dir, "val_accuracy": result.best_accuracy, "steps": result.steps,
                "history": [{k: h.get(k) for k in ("step", "val_accuracy")} for h in result.history],
-               **_margins(it_dir / "metrics.jsonl")}
+               **_margins(it.metrics)}
     if result.best_dir:  # the chosen-minus-rejected log-prob margin on the round's pairs, before and after
         record["logp_margin"] = logp_margins(scored, result.best_dir, cfg)
     record["seconds"] = round(time.time() - t0, 1)
-    atomic_write_json(it_dir / "record.json", record)
+    atomic_write_json(it.record, record)
     return record
 
 
@@ -171,23 +176,23 @@ def reflect(cfg: Config, model: str | None = None) -> list[dict]:
     from ..raylib import ensure_ray
 
     policy = first_model(cfg, model)
+    run = RunDir(cfg.run_dir)
     records: list[dict] = []
     for i in range(1, cfg.reflect.iterations + 1):
-        step = f"reflect/iter_{i}"
-        manifest = Manifest(cfg.run_dir)  # re-read: other drivers of the run (the pipeline) write it too
-        saved = Path(cfg.run_dir) / "reflect" / f"iter_{i}" / "record.json"  # written last, atomically
-        if manifest.done(step) or saved.exists():
-            record = manifest.get(step)["record"] if manifest.done(step) else json.loads(saved.read_text())
-            print(f"[reflect {i}] done already: best {record.get('best')}", flush=True)
+        it = run.reflect(i)
+        manifest = run.manifest  # re-read: other drivers of the run (the pipeline) write it too
+        if manifest.done(it.step) or it.record.exists():  # record.json is written last, atomically
+            record = manifest.get(it.step)["record"] if manifest.done(it.step) else json.loads(it.record.read_text())
+            log.info("[reflect %d] done already: best %s", i, record.get("best"))
         else:
             ensure_ray(cfg)
             record = run_round(cfg, i, policy)
-        if not manifest.done(step):
-            manifest.mark(step, record=record)
+        if not manifest.done(it.step):
+            manifest.mark(it.step, record=record)
         records.append(record)
         if record.get("stopped") or not record.get("best"):
-            print(f"[reflect {i}] stopping: {record.get('stopped', 'no best checkpoint')}; "
-                  f"the last trained model is {policy}", flush=True)
+            log.info("[reflect %d] stopping: %s; the last trained model is %s", i,
+                     record.get("stopped", "no best checkpoint"), policy)
             break
         policy = record["best"]
     return records
@@ -211,7 +216,7 @@ def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"reflect takes no positional arguments (got {' '.join(words)}); use --model, "
                           "--iterations or --reflect.key value")
-    with workspace(cfg) as (cfg, _):  # the lock refuses a second driver; a remote run_dir is mirrored
+    with workspace(cfg.run_dir):  # the lock refuses a second driver; a remote run_dir is mirrored
         records = reflect(cfg)
     print(table(records))
     return 0

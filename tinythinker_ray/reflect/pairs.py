@@ -38,8 +38,6 @@ from ..core import format as fmt
 from ..core.records import Question
 from ..errors import DataError
 
-SUMMARIZE_FILE, RECALL_FILE = "teach/summarize.jsonl", "teach/recall.jsonl"
-
 
 def _field(row: dict, key: str, index: int, source: str = "generations"):
     if key not in row:
@@ -94,7 +92,9 @@ def _balance_analyze(chosen: list, rejected: list, backup: list, rng: random.Ran
 
 # ----- recall -----------------------------------------------------------------------------------------------
 
-def teacher_chains(summarize_rows: Iterable[dict], recall_rows: Iterable[dict] = ()) -> dict[str, list[dict]]:
+def teacher_chains(summarize_rows: Iterable[dict], recall_rows: Iterable[dict] = (), *,
+                   summarize_file: str = "summarize.jsonl", recall_file: str = "recall.jsonl"
+                   ) -> dict[str, list[dict]]:
     """The teacher's right chains per question: {qid: [{"recall", "analyses"}]}.
 
     From teach/summarize.jsonl (input = summarize_input(q, recall, analyses)); questions that only have rows
@@ -103,19 +103,19 @@ def teacher_chains(summarize_rows: Iterable[dict], recall_rows: Iterable[dict] =
     out: dict[str, list[dict]] = {}
     for i, row in enumerate(summarize_rows, 1):
         try:
-            parsed = fmt.parse_stage_input(_field(row, "input", i, SUMMARIZE_FILE))
+            parsed = fmt.parse_stage_input(_field(row, "input", i, summarize_file))
         except ValueError as e:
-            raise DataError(str(e), file=SUMMARIZE_FILE, line=i, field="input") from None
+            raise DataError(str(e), file=summarize_file, line=i, field="input") from None
         if parsed["recall"] is None:
             continue
         analyses = [list(a) for a in parsed["analyses"]] if parsed["analyses"] else None
         chain = {"recall": parsed["recall"], "analyses": analyses}
-        out.setdefault(str(_field(row, "qid", i, SUMMARIZE_FILE)), []).append(chain)
+        out.setdefault(str(_field(row, "qid", i, summarize_file)), []).append(chain)
     extra: dict[str, list[dict]] = {}
     for i, row in enumerate(recall_rows, 1):
-        qid = str(_field(row, "qid", i, RECALL_FILE))
+        qid = str(_field(row, "qid", i, recall_file))
         if qid not in out:
-            target = _field(row, "target", i, RECALL_FILE)
+            target = _field(row, "target", i, recall_file)
             extra.setdefault(qid, []).append({"recall": fmt.ensure_period(target), "analyses": None})
     return out | extra
 

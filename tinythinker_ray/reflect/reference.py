@@ -11,11 +11,12 @@ so at step 0 the policy's rewards are exactly 0. The same scorer scores the roun
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 
 from ..config import Config
-from ..raylib import folder_stamp, kept_in_process
+from ..raylib import folder_stamp, map_replicas
 from ..train.batches import PAIR_COLUMNS, collate_pairs, encode_pair_rows, shuffled_dataset
 from ..train.losses import pair_logps
 
@@ -23,10 +24,9 @@ REF = ("ref_chosen_logp", "ref_rejected_logp")
 
 
 class PairScorer:
-    """One replica: loads a student once, adds `<prefix>_chosen_logp` / `<prefix>_rejected_logp` columns.
-    An actor on GPUs; on CPU a Ray Data task keeps it in its worker process instead (`_score_in_task`)."""
+    """A student held by one replica, scoring pair batches: adds `<prefix>_chosen_logp` / `<prefix>_rejected_logp`."""
 
-    def __init__(self, model_path: str, prefix: str, use_gpu: bool, bf16: bool):
+    def __init__(self, model_path: str, use_gpu: bool, bf16: bool):
         import torch
 
         from ..models import load_student
@@ -36,10 +36,6 @@ class PairScorer:
         self.model, self.tok = load_student(model_path, dtype=torch.bfloat16 if bf16 else torch.float32,
                                             device=self.device)
         self.model.eval()
-        self.prefix = prefix
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.score(batch, self.prefix)
 
     def score(self, batch: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
         import torch
@@ -52,27 +48,19 @@ class PairScorer:
         return batch
 
 
-def _score_in_task(batch: dict[str, np.ndarray], *, model_path: str, prefix: str, bf16: bool):
-    """A CPU Ray Data task: the scorer of `model_path` kept in this worker process (see raylib.kept_in_process)."""
-    scorer = kept_in_process(("pair scorer", folder_stamp(model_path), bf16),
-                             lambda: PairScorer(model_path, prefix, use_gpu=False, bf16=bf16))
+def _score(scorer: PairScorer, batch: dict[str, np.ndarray], *, prefix: str) -> dict[str, np.ndarray]:
     return scorer.score(batch, prefix)
 
 
 def score_pairs(ds, model_path: str, cfg: Config, prefix: str):
-    """Lazily add one model's summed chosen/rejected log-probs to a tokenized pair dataset."""
-    from ray.data import ActorPoolStrategy, TaskPoolStrategy
-
+    """Lazily add one model's summed chosen/rejected log-probs to a tokenized pair dataset (a scorer is light on
+    CPU: kept in the task worker process, like the samplers; on GPUs an actor per worker)."""
     tc = cfg.train
     bf16 = tc.use_gpu if tc.bf16 is None else tc.bf16
-    common = {"batch_size": cfg.reflect.batch_size, "batch_format": "numpy", "num_cpus": tc.cpus_per_worker}
-    if not tc.use_gpu:
-        return ds.map_batches(_score_in_task, fn_kwargs={"model_path": model_path, "prefix": prefix, "bf16": bf16},
-                              compute=TaskPoolStrategy(size=tc.num_workers), **common)
-    return ds.map_batches(PairScorer, fn_constructor_kwargs={"model_path": model_path, "prefix": prefix,
-                                                             "use_gpu": True, "bf16": bf16},
-                          compute=ActorPoolStrategy(min_size=1, max_size=tc.num_workers),
-                          num_gpus=tc.gpus_per_worker, **common)
+    return map_replicas(ds, build=partial(PairScorer, model_path, use_gpu=tc.use_gpu, bf16=bf16),
+                        call=partial(_score, prefix=prefix), key=("pair scorer", folder_stamp(model_path), bf16),
+                        light=True, replicas=tc.num_workers, num_cpus=tc.cpus_per_worker,
+                        num_gpus=tc.gpus_per_worker if tc.use_gpu else 0, batch_size=cfg.reflect.batch_size)
 
 
 def with_reference_logps(pairs: list[dict], model_path: str, cfg: Config):

@@ -21,7 +21,7 @@ from ..config import Config
 from ..core.records import Question
 from ..eval.chain import run_chain
 from ..sampling.base import GenParams, Sampler
-from ..sampling.pool import map_with_sampler
+from ..sampling.pool import choose_backend, map_with_sampler
 from ..storage import append_jsonl, read_jsonl
 
 SUMMARY_TOKENS = 16  # "So the answer is option X." and a margin
@@ -92,15 +92,13 @@ def _generate(cfg: Config, model: str, requests: list[dict], out: Path, task, de
     import ray
     from tqdm import tqdm
 
-    from ..eval.evaluate import pick_backend
-
     _trim_torn_tail(out)
     done = {_key(r) for r in read_jsonl(out)}
     todo = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in r.items()} | {"key": _key(r)}
             for r in requests if _key(r) not in done]
     if not todo:
         return out
-    sampler_cfg = cfg.sampler.model_copy(update={"backend": pick_backend(cfg.sampler, model), "model": model})
+    sampler_cfg = cfg.sampler.model_copy(update={"backend": choose_backend(cfg.sampler, model), "model": model})
     ds = map_with_sampler(ray.data.from_items(todo), sampler_cfg, task, model=model)
     with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=desc, unit="row") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

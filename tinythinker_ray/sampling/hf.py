@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import torch
 
+from ..config import SamplerConfig
 from ..models import is_seq2seq, load_student
-from .base import Completion, GenParams, Prompt
+from .base import Completion, GenParams, Prompt, Sampler
 
 
-class HFSampler:
+class HFSampler(Sampler):
+    light = True
+
+    @classmethod
+    def build(cls, cfg: SamplerConfig, model: str | None) -> HFSampler:
+        return cls(model or cfg.model, batch_size=cfg.batch_size)
+
     def __init__(self, model_path: str | None = None, *, model=None, tokenizer=None, batch_size: int = 16,
                  max_input_tokens: int = 1024, device: str | None = None):
         if model is None:

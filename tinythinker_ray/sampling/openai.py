@@ -23,7 +23,7 @@ import httpx
 
 from ..config import SamplerConfig
 from ..errors import ConfigError, TinyThinkerError
-from .base import Completion, GenParams, Prompt
+from .base import Completion, GenParams, Prompt, Sampler
 
 log = logging.getLogger(__name__)
 _FINISH = {"stop": "stop", "length": "length"}  # content_filter, tool_calls, ... -> "error"
@@ -55,17 +55,28 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class OpenAISampler:
+class OpenAISampler(Sampler):
+    model_is = None  # the endpoint serves its own model; `model` only names it
+
+    @classmethod
+    def check(cls, cfg: SamplerConfig, section: str = "sampler") -> None:
+        """Endpoint, model name and key before any work; the key's value is never printed, only its variable."""
+        for key, what in (("base_url", "an endpoint, e.g. https://host/v1"), ("model", "the endpoint's model name")):
+            if not getattr(cfg, key):
+                raise ConfigError(f"{section}.{key}: the openai backend needs {what}")
+        if not os.environ.get(cfg.api_key_env, "").strip():
+            raise ConfigError(f"the openai backend reads its API key from the environment variable "
+                              f"{cfg.api_key_env}, which is not set or empty: export {cfg.api_key_env}=... (or name "
+                              f"another variable with {section}.api_key_env)")
+        return None
+
+    @classmethod
+    def build(cls, cfg: SamplerConfig, model: str | None) -> OpenAISampler:
+        return cls(cfg)
+
     def __init__(self, cfg: SamplerConfig, *, backoff_s: float = 1.0):
-        if not cfg.base_url:
-            raise ConfigError("sampler.base_url: the openai backend needs an endpoint, e.g. https://host/v1")
-        if not cfg.model:
-            raise ConfigError("sampler.model: the openai backend needs the endpoint's model name")
-        key = os.environ.get(cfg.api_key_env, "").strip()
-        if not key:
-            raise ConfigError(f"environment variable {cfg.api_key_env} (sampler.api_key_env) is not set or empty: "
-                              "the openai backend reads its API key from it")
-        self._key = key
+        self.check(cfg)
+        self._key = os.environ[cfg.api_key_env].strip()
         self.cfg, self.backoff_s = cfg, backoff_s
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self.stats: dict[str, int] = {"requests": 0}

@@ -2,57 +2,50 @@
 
 `map_with_sampler(ds, cfg, task)` runs `task(sampler, rows) -> rows` over a Ray Data dataset on `cfg.replicas`
 workers, each holding one engine (one vLLM / HF model per replica, reused across batches and across the three
-chain stages):
-  actors   vLLM, OpenAI-compatible endpoints, and any engine on a GPU: the engine lives as long as the pass;
-  tasks    HF `generate`, rules and replay on CPU (TASK_BACKENDS): the engine is kept in the task worker
-           process (raylib.kept_in_process) and Ray reuses those processes, so the next pass over the same
-           model (the next eval, self-generation pass, reflect round) starts no process and loads nothing.
-`make_sampler` is the one place that knows the engines.
+chain stages). Engines that load in a second on CPU (`Sampler.light`) run as Ray Data tasks that keep the
+engine in their worker process, the others as actors (raylib.map_replicas). Which class is `cfg.backend`,
+backends.py says; `choose_backend` resolves `auto`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from functools import partial
 
+from ..backends import AUTO, engine
 from ..config import SamplerConfig
-from ..raylib import folder_stamp, kept_in_process
+from ..raylib import folder_stamp, map_replicas
 from .base import Sampler
 
+log = logging.getLogger(__name__)
 Task = Callable[[Sampler, list[dict]], list[dict]]
-# Engines that load in a second on CPU, where an actor pool's start (a new process importing torch and
-# transformers, ~5 s on 2 cores) costs more than the pass; GPU engines keep actors, so that no idle process
-# holds GPU memory a trainer needs.
-TASK_BACKENDS = ("hf", "rules", "replay")
+
+
+def choose_backend(cfg: SamplerConfig, model_path: str | None) -> str:
+    """`auto`: the first engine of backends.AUTO that runs the model (vLLM for causal students, HF for T5);
+    an explicit engine that cannot run an encoder-decoder model falls back the same way, saying so."""
+    if cfg.backend != "auto" and not engine(cfg.backend).causal_only:
+        return cfg.backend
+    from transformers import AutoConfig
+
+    from ..models import is_seq2seq
+
+    seq2seq = bool(model_path) and is_seq2seq(AutoConfig.from_pretrained(model_path))
+    if not seq2seq:
+        return AUTO[0] if cfg.backend == "auto" else cfg.backend
+    fits = next(name for name in AUTO if not engine(name).causal_only)
+    if cfg.backend != "auto":
+        log.info("%s is encoder-decoder (T5), which the %s backend cannot run: using %s", model_path, cfg.backend,
+                 fits)
+    return fits
 
 
 def make_sampler(cfg: SamplerConfig, model: str | None = None) -> Sampler:
-    """Build the engine named by `cfg.backend` (imports it lazily: vLLM is heavy)."""
-    path = model or cfg.model
+    """Build the engine named by `cfg.backend` (imported lazily: vLLM is heavy)."""
     if cfg.backend == "auto":
-        from ..eval.evaluate import pick_backend
-
-        cfg = cfg.model_copy(update={"backend": pick_backend(cfg, path)})
-    if cfg.backend == "hf":
-        from .hf import HFSampler
-
-        return HFSampler(path, batch_size=cfg.batch_size)
-    if cfg.backend == "vllm":
-        from .vllm import VLLMSampler
-
-        return VLLMSampler(path, cfg)
-    if cfg.backend == "openai":
-        from .openai import OpenAISampler
-
-        return OpenAISampler(cfg)
-    if cfg.backend == "replay":
-        from .replay import ReplaySampler
-
-        return ReplaySampler(path)
-    if cfg.backend == "rules":
-        from .rules import RulesSampler
-
-        return RulesSampler(cfg)
-    raise ValueError(f"unknown sampler backend {cfg.backend!r}")
+        cfg = cfg.model_copy(update={"backend": choose_backend(cfg, model or cfg.model)})
+    return engine(cfg.backend).build(cfg, model)
 
 
 def _to_rows(batch: dict) -> list[dict]:
@@ -70,32 +63,16 @@ def _to_batch(rows: list[dict]) -> dict:
     return {k: [r[k] for r in rows] for k in keys}
 
 
-class SamplerActor:
-    """One replica: builds its engine once, then serves every batch Ray Data hands it."""
-
-    def __init__(self, cfg: SamplerConfig, task: Task, model: str | None = None):
-        self.sampler = make_sampler(cfg, model)
-        self.task = task
-
-    def __call__(self, batch: dict) -> dict:
-        return _to_batch(self.task(self.sampler, _to_rows(batch)))
-
-
-def run_in_task(batch: dict, *, cfg: SamplerConfig, task: Task, model: str | None) -> dict:
-    """One Ray Data task: the batch on this process's kept engine for (cfg, model), built on first use."""
-    sampler = kept_in_process(("sampler", cfg.model_dump_json(), folder_stamp(model or cfg.model)),
-                              lambda: make_sampler(cfg, model))
+def _run_task(sampler: Sampler, batch: dict, *, task: Task) -> dict:
     return _to_batch(task(sampler, _to_rows(batch)))
 
 
 def map_with_sampler(ds, cfg: SamplerConfig, task: Task, *, model: str | None = None, batch_size: int | None = None):
-    """Lazily map `task` over `ds` on `cfg.replicas` engines (actors, or tasks: see the module doc)."""
-    from ray.data import ActorPoolStrategy, TaskPoolStrategy
-
-    common = {"batch_size": batch_size or cfg.batch_size, "batch_format": "numpy",
-              "num_cpus": cfg.cpus_per_replica}
-    if cfg.backend in TASK_BACKENDS and not cfg.gpus_per_replica:
-        return ds.map_batches(run_in_task, fn_kwargs={"cfg": cfg, "task": task, "model": model},
-                              compute=TaskPoolStrategy(size=cfg.replicas), **common)
-    return ds.map_batches(SamplerActor, fn_constructor_kwargs={"cfg": cfg, "task": task, "model": model},
-                          compute=ActorPoolStrategy(size=cfg.replicas), num_gpus=cfg.gpus_per_replica, **common)
+    """Lazily map `task` over `ds` on `cfg.replicas` engines."""
+    if cfg.backend == "auto":
+        cfg = cfg.model_copy(update={"backend": choose_backend(cfg, model or cfg.model)})
+    # the key tells a swapped-in best model (same path, new files) from the one a worker holds
+    key = ("sampler", cfg.model_dump_json(), folder_stamp(model or cfg.model))
+    return map_replicas(ds, build=partial(make_sampler, cfg, model), call=partial(_run_task, task=task), key=key,
+                        light=engine(cfg.backend).light, replicas=cfg.replicas, num_cpus=cfg.cpus_per_replica,
+                        num_gpus=cfg.gpus_per_replica, batch_size=batch_size or cfg.batch_size)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import SamplerConfig
 from ..errors import ConfigError, DataError
 from ..storage import read_jsonl
-from .base import Completion, GenParams, Prompt
+from .base import Completion, GenParams, Prompt, Sampler
 
 
 def prompt_key(prompt: Prompt) -> str:
@@ -32,7 +33,21 @@ def recording(prompt: Prompt, completions: list[Completion], **extra) -> dict:
                                               for c in completions], **extra}
 
 
-class ReplaySampler:
+class ReplaySampler(Sampler):
+    light = True
+    model_is = "a replies file to replay (a replies.jsonl you already paid for)"
+
+    @classmethod
+    def resolve(cls, model: str, section: str = "sampler") -> str:
+        if not Path(model).is_file():
+            raise ConfigError(f"{section}.model: {model} not found (the replay backend needs {cls.model_is})")
+        cls(model)  # a bad line is named now, before any work, not in a replica
+        return model
+
+    @classmethod
+    def build(cls, cfg: SamplerConfig, model: str | None) -> ReplaySampler:
+        return cls(model or cfg.model)
+
     def __init__(self, path: str | None):
         if not path or not Path(path).is_file():
             raise ConfigError(f"sampler.model: the replay backend needs a recorded replies file (got {path!r})")

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import SamplerConfig
 from ..errors import ConfigError
 from ..models import resolve_model
-from .base import Completion, GenParams, Prompt
+from .base import Completion, GenParams, Prompt, Sampler
 
 _FINISH = {"stop": "stop", "length": "length"}  # anything else vLLM reports (abort, error) -> "error"
 
@@ -33,7 +33,14 @@ def _max_positions(path: str) -> int | None:
     return config.get("max_position_embeddings")
 
 
-class VLLMSampler:
+class VLLMSampler(Sampler):
+    regex = True
+    causal_only = True  # vLLM has no encoder-decoder support
+
+    @classmethod
+    def build(cls, cfg: SamplerConfig, model: str | None) -> VLLMSampler:
+        return cls(model or cfg.model, cfg)
+
     def __init__(self, model_path: str | None, cfg: SamplerConfig):
         if not model_path:
             raise ConfigError("sampler.model: the vllm backend needs a model folder or hub name")

@@ -16,6 +16,7 @@ from collections import defaultdict
 from functools import partial
 from pathlib import Path
 
+from ..backends import engine
 from ..config import Config
 from ..core.records import Question
 from ..errors import DataError, TinyThinkerError
@@ -152,7 +153,7 @@ def sample_round(cfg: Config, model: str | None, system: str, questions: dict[st
     t = cfg.teacher
     rows = [{"qid": qid, "question": json.dumps(questions[qid].to_dict()), "n": a.n,
              "max_tokens": a.max_tokens} for qid, a in asks.items()]
-    constrained = t.constrained and t.backend == "vllm"
+    constrained = t.constrained and engine(t.backend).regex  # engines that cannot constrain get no regex
     task = partial(sample_block, system=system, round=round, temperature=t.temperature, seed=t.seed,
                    line_chars=t.line_chars if constrained else None, verdicts=t.constrain_verdicts)
     ctx = ray.data.DataContext.get_current()

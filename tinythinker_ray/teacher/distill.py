@@ -26,53 +26,35 @@ JSON), with the completions stored for it (the lines are written with `sampling.
 
 from __future__ import annotations
 
-import os
+import logging
 import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
+from ..backends import engine
 from ..config import Config, TeacherConfig, dump_config
 from ..core.format import question_block
 from ..core.records import Question
 from ..data.loaders import load_dataset_cfg
 from ..errors import ConfigError, DataError
-from ..storage import Manifest, atomic_write_json, atomic_write_text, workspace, write_jsonl
+from ..rundir import RunDir, TeachDir, workspace
+from ..storage import atomic_write_json, atomic_write_text, write_jsonl
 from . import fewshot, filters, prompt
 from .asking import Replies, sample_round
 from .stages import Taught, write_stages
 
+log = logging.getLogger(__name__)
+
 # ----- the driver ------------------------------------------------------------------------------------------
 
 def _check_backend(t: TeacherConfig) -> str | None:
-    """Fail before any work on what can be checked on the driver; returns the model path the replicas load."""
-    from ..sampling.pool import make_sampler
-
-    if t.backend == "openai":
-        for key, what in (("base_url", "an endpoint, e.g. https://host/v1"), ("model", "a model name")):
-            if not getattr(t, key):
-                raise ConfigError(f"teacher.{key}: the openai backend needs {what}")
-        if not os.environ.get(t.api_key_env):  # the value is never printed, only the variable's name
-            raise ConfigError(f"teacher.api_key_env: environment variable {t.api_key_env} is not set or "
-                              "empty (the openai backend reads the API key from it)")
-        make_sampler(t).close()  # cheap to build: built once here exactly as every replica will build it
-        return None
-    if not t.model:
-        what = {"replay": "a replies file to replay", "rules": "a synth world (world.json or its folder)"}
-        raise ConfigError(f"teacher.model: the {t.backend} backend needs "
-                          f"{what.get(t.backend, 'a model folder or name')}")
-    if t.backend in ("replay", "rules"):
-        if not Path(t.model).exists():
-            raise ConfigError(f"teacher.model: {t.model} not found")
-        make_sampler(t).close()
-        return t.model
-    from ..models import resolve_model
-
-    return resolve_model(t.model)  # built-ins are materialised once here, not raced by every replica
+    """Fail before any work on what the driver can check (the engine's own `check`); returns the model path the
+    replicas load (built-ins are materialised once here, not raced by every replica)."""
+    return engine(t.backend).check(t, "teacher")
 
 
-def _train_questions(cfg: Config, out: Path) -> list[Question]:
+def _train_questions(cfg: Config, out: TeachDir) -> list[Question]:
     d = cfg.data
     splits = load_dataset_cfg(d)
     train = splits.train[: d.max_train] if d.max_train else splits.train
@@ -81,7 +63,7 @@ def _train_questions(cfg: Config, out: Path) -> list[Question]:
         raise DataError(f"question ids must be unique (replies are keyed by them): {dup[:5]} repeat",
                         file=d.path or d.name, field="id")
     for name, qs in (("train", train), ("valid", splits.valid), ("test", splits.test)):
-        write_jsonl(out / "questions" / f"{name}.jsonl", [q.to_dict() for q in qs])
+        write_jsonl(out.questions(name), [q.to_dict() for q in qs])
     return train
 
 
@@ -113,7 +95,7 @@ def _plan_next(cfg: Config, questions: dict[str, Question], asks: dict[str, filt
                                 max_tokens_cap=max(t.max_tokens, t.max_model_len))
 
 
-def _build(cfg: Config, train: list[Question], replies: Replies, out: Path) -> dict:
+def _build(cfg: Config, train: list[Question], replies: Replies, out: TeachDir) -> dict:
     """Filter every question's replies and stream the stage files; returns the stats."""
     t = cfg.teacher
     stats: dict = {"questions": len(train), "samples": 0, "parsed": 0, "consistent": 0, "kept": 0,
@@ -150,17 +132,17 @@ def _build(cfg: Config, train: list[Question], replies: Replies, out: Path) -> d
 
 
 def teach(cfg: Config) -> dict:
-    """Run (or resume) teacher distillation into cfg.run_dir/teach; returns the stats (as in stats.json)."""
+    """Run (or resume) teacher distillation into the run's teach/; returns the stats (as in stats.json)."""
     t0 = time.time()
     t = cfg.teacher
-    out = Path(cfg.run_dir) / "teach"
+    out = RunDir(cfg.run_dir).teach
     model = _check_backend(t)
     train = _train_questions(cfg, out)
     shots = fewshot.choose(cfg, model, train, out)
-    print(f"teach: few-shot examples: {shots.describe()}")
+    log.info("teach: few-shot examples: %s", shots.describe())
     system = prompt.system_message(shots.examples, t.shots, seed=cfg.seed)
     questions = {q.id: q for q in train}
-    replies = Replies(out / "replies.jsonl")
+    replies = Replies(out.replies)
     first = replies.first()
     if first and first["prompt"][0]["content"] != system:  # resuming must not mix two prompts in one dataset
         raise ConfigError(f"{replies.path} was made with another teacher prompt (teacher.shots, "
@@ -170,8 +152,8 @@ def teach(cfg: Config) -> dict:
     for rnd in range(t.retry_rounds + 1):
         todo = {qid: a for qid, a in asks.items() if not replies.has(qid, rnd)}
         if len(todo) < len(asks):
-            print(f"teach round {rnd}: {len(asks) - len(todo)} of {len(asks)} questions already answered "
-                  f"in {replies.path.name}")
+            log.info("teach round %d: %d of %d questions already answered in %s", rnd, len(asks) - len(todo),
+                     len(asks), replies.path.name)
         if todo:
             sample_round(cfg, model, system, questions, todo, rnd, replies)
         if rnd == t.retry_rounds:
@@ -182,7 +164,7 @@ def teach(cfg: Config) -> dict:
     stats = _build(cfg, train, replies, out)
     stats.update(backend=t.backend, seconds=round(time.time() - t0, 1),
                  fewshot={"source": shots.source, "examples": len(shots.examples), "origin": shots.origin})
-    atomic_write_json(out / "stats.json", stats)
+    atomic_write_json(out.stats, stats)
     return stats
 
 
@@ -205,17 +187,14 @@ def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"teach takes no positional arguments (got {' '.join(words)})")
     _check_backend(cfg.teacher)  # a missing key or model fails before the run directory is touched
-    with workspace(cfg) as (cfg, mirror):  # s3:// or gs:// run_dir: work on a local mirror, pushed at the end
-        run_dir = Path(cfg.run_dir)
-        manifest = Manifest(run_dir)
-        if manifest.done("teach"):
-            print(f"teach: done already in {mirror.uri} (stats: {manifest.get('teach')['stats']})")
+    with workspace(cfg.run_dir) as run:  # s3:// or gs:// run_dir: work on a local mirror, pushed at the end
+        if run.manifest.done("teach"):
+            log.info("teach: done already in %s (stats: %s)", run.uri, run.manifest.get("teach")["stats"])
             return 0
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_text(run.config, dump_config(cfg))
         stats = teach(cfg)
-        out = run_dir / "teach"
-        manifest.mark("teach", stats=str(out / "stats.json"),
-                      **{s: str(out / f"{s}.jsonl") for s in stats["rows"]}, seconds=stats["seconds"])
-    print(f"teach: {cfg.data.name}, teacher {cfg.teacher.backend}, {stats['seconds']} s -> {mirror.uri}")
+        run.manifest.mark("teach", stats=str(run.teach.stats), **{s: str(run.teach.stage(s)) for s in stats["rows"]},
+                          seconds=stats["seconds"])
+    print(f"teach: {cfg.data.name}, teacher {cfg.teacher.backend}, {stats['seconds']} s -> {run.uri}")
     print(format_stats(stats))
     return 0

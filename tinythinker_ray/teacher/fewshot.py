@@ -23,6 +23,7 @@ from ..config import Config
 from ..core.records import Question
 from ..data.loaders import load_fewshot
 from ..errors import ConfigError
+from ..rundir import TeachDir
 from ..storage import atomic_write_json
 from . import filters, prompt
 from .asking import Replies, TeacherError, sample_round
@@ -90,16 +91,16 @@ def pick_examples(questions: list[Question], lines: dict[str, list[dict]]) -> li
     return out
 
 
-def bootstrap(cfg: Config, model: str | None, train: list[Question], out: Path) -> FewShot:
+def bootstrap(cfg: Config, model: str | None, train: list[Question], out: TeachDir) -> FewShot:
     t = cfg.teacher
-    path = out / "fewshot_rationales.json"
+    path = out.fewshot
     if path.exists():  # written by an earlier run: the prompt of its replies.jsonl was built from it
         examples = load_fewshot(cfg.data.name, str(path))
         return FewShot(examples, "bootstrap", f"reused from an earlier run ({path})")
     demo = borrowed_set(cfg)
     system = prompt.system_message(load_fewshot(demo), t.shots, seed=cfg.seed)
     picked = random.Random(cfg.seed).sample(train, min(t.bootstrap_questions, len(train)))
-    replies = Replies(out / "bootstrap" / "replies.jsonl")
+    replies = Replies(out.bootstrap_replies)
     todo = {q.id: filters.Ask(t.samples, t.max_tokens) for q in picked if not replies.has(q.id, 0)}
     if todo:
         sample_round(cfg, model, system, {q.id: q for q in picked}, todo, 0, replies, what="bootstrap few-shot")
@@ -113,7 +114,7 @@ def bootstrap(cfg: Config, model: str | None, train: list[Question], out: Path) 
                                           f"questions (format shown with the {demo} set) -> {path}")
 
 
-def choose(cfg: Config, model: str | None, train: list[Question], out: Path) -> FewShot:
+def choose(cfg: Config, model: str | None, train: list[Question], out: TeachDir) -> FewShot:
     """The few-shot examples of this run's teacher prompt, and where they came from."""
     source = pick_source(cfg)
     if source == "file":

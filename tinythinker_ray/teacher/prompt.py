@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 
 from ..core.records import Question
+from ..core.reply import option_order, options_text, reply_text
 
 INSTRUCTION = (  # request.json of the reference, verbatim
     "Reference examples delimited with ### as a guide to outline the reasoning steps towards the correct "
@@ -27,21 +28,6 @@ INSTRUCTION = (  # request.json of the reference, verbatim
     "Be creative to prevent repetition and make sure each step leads to the conclusion. Highlighting the "
     "uniqueness of each example to support diverse reasoning.\n"
 )
-
-
-def options_text(q: Question) -> str:
-    """'A. x, B. y, ...' as in the reference prompt (not the student's '(A) x (B) y')."""
-    return ", ".join(f"{label}. {text}" for label, text in q.options)
-
-
-def option_order(q: Question) -> list[str]:
-    """The order the user turn (and the constraint) asks for: the gold option first, then the others."""
-    return [q.answer] + [label for label in q.labels if label != q.answer]
-
-
-def reply_text(knowledge: str, explanations: list[str]) -> str:
-    """A reply in the teacher's format: 'Key Information: ...\\nExplanations: <line>\\n<line>...'."""
-    return f"Key Information: {knowledge}\nExplanations: " + "\n".join(explanations)
 
 
 def system_message(fewshot: list[dict], k: int, seed: int) -> str:

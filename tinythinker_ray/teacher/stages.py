@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from contextlib import ExitStack
-from pathlib import Path
 
 from ..core import format as fmt
 from ..core.records import Question
+from ..rundir import TeachDir
 from ..storage import atomic_open
 from .filters import Rationale
 
@@ -62,12 +62,12 @@ def group_rows(group: Iterable[Taught]) -> tuple[dict[str, list[dict]], dict[str
     return kept, raw
 
 
-def write_stages(groups: Iterable[Iterable[Taught]], out_dir: str | Path) -> dict[str, dict[str, int]]:
-    """Stream every group's rows into out_dir/{recall,recall_single,analyze,summarize}.jsonl (each file
+def write_stages(groups: Iterable[Iterable[Taught]], out: TeachDir) -> dict[str, dict[str, int]]:
+    """Stream every group's rows into the stage files of `out` (recall, recall_single, analyze, summarize; each
     appears atomically when all are written). Returns per stage {"rows": before dedup, "written": after}."""
     counts = {s: {"rows": 0, "written": 0} for s in STAGES}
     with ExitStack() as stack:
-        files = {s: stack.enter_context(atomic_open(Path(out_dir) / f"{s}.jsonl")) for s in STAGES}
+        files = {s: stack.enter_context(atomic_open(out.stage(s))) for s in STAGES}
         for group in groups:
             kept, raw = group_rows(group)
             for s in STAGES:

@@ -13,28 +13,26 @@
 - `objective`: how a Ray batch becomes tensors (`collate`) and tensors become a loss (`loss`). Phase 1 passes
   `Objective("sft", collate_sft, sft_loss)`; phase 2 passes its own unit (see `Objective`).
 - `evaluate(model, tokenizer) -> {"val_accuracy": ...}` runs on rank 0 with the live model every
-  `spec.eval_every` steps and at the end (`ChainEval` = the real chain inference); each evaluation is also a
-  checkpoint: every rank writes its DeepSpeed shard and Ray keeps the best `checkpoints_to_keep` by accuracy.
-  A new best is exported as a plain HF folder to `<out_dir>/best` (with no `evaluate`: the final model).
+  `spec.eval_every` steps and at the end (`eval.chain.ChainEval` = the real chain inference); each evaluation is
+  also a checkpoint: every rank writes its DeepSpeed shard and Ray keeps the best `checkpoints_to_keep` by
+  accuracy. A new best is exported as a plain HF folder to `spec.out.best` (with no `evaluate`: the final model).
 
-Rerunning with the same `out_dir` and `name` resumes from the latest checkpoint at its step. Rank 0 writes
-`<out_dir>/metrics.jsonl` and TensorBoard files in `<out_dir>/tb`; on a multi-node cluster `out_dir` must be on
-storage every node sees (NFS), as Ray Train's own storage must.
+Rerunning with the same `spec.out` and `name` resumes from the latest checkpoint at its step. Rank 0 writes
+`spec.out.metrics` and TensorBoard files in `spec.out.tb` (train/tracking.py). With `spec.remote_out` (a remote
+run directory) the workers, which may sit on any node, checkpoint there and upload their outputs there; the
+driver copies them down when the run is over.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
-import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,9 +40,9 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
-from ..core.modes import FULL, MODES, Mode
 from ..errors import ConfigError
-from ..storage import append_jsonl, copy_tree, mirror_of, read_jsonl
+from ..rundir import TrainDir
+from ..storage import atomic_dir, copy_tree, read_jsonl
 from . import tracking
 from .batches import epoch_stream, memory_epoch, memory_shards, read_blocks
 
@@ -75,7 +73,7 @@ class FitSpec:
     """Everything a worker needs, besides datasets, objective and evaluation (all picklable)."""
 
     model_path: str  # HF folder of the starting weights
-    out_dir: str  # <run_dir>/<phase>: ray/ (checkpoints), best/, tb/, metrics.jsonl
+    out: TrainDir  # ray/ (checkpoints), best/, tb/, metrics.jsonl of this run
     steps: list[str]  # stage of every global step
     steps_per_epoch: int  # where stage iterators restart (and shuffle anew)
     batch_size: int  # per worker, per micro step
@@ -84,10 +82,11 @@ class FitSpec:
     scheduler: str = "cosine"  # cosine | linear | constant (each with linear warmup)
     warmup: float = 0.0  # fraction of optimizer steps
     eval_every: int | None = None  # None: only at the end
-    name: str = "train"  # Ray Train run name: the same name + out_dir resumes
-    remote_out: str | None = None  # set by fit() when out_dir mirrors a remote run_dir (storage.mirror_of)
+    name: str = "train"  # Ray Train run name: the same name + out resumes
+    remote_out: str | None = None  # the remote URI `out` stands for (RunDir.remote_of), None for a local run
     seed: int = 42
     phase: str = "train"  # prefix in console lines and metrics
+    run_name: str = ""  # the run directory's name, for tracker run names
 
 
 @dataclass
@@ -115,14 +114,10 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
     tc = spec.train
     tracking.check(tc.tracking)
     t0 = time.time()
-    out = Path(spec.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    # A remote run_dir: workers (on any node) checkpoint to it and upload their outputs there, not to this
-    # node's mirror, which they may not share; the outputs come down here once the run is over.
-    remote = mirror_of(out)
+    out, remote = spec.out, spec.remote_out
+    out.root.mkdir(parents=True, exist_ok=True)
     stages = sorted(set(spec.steps))
     memory = tuple(s for s in stages if datasets[s].count() // tc.num_workers <= tc.memory_epoch_rows)
-    spec = replace(spec, remote_out=remote)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
     score = "val_accuracy" if evaluate is not None else None
     trainer = TorchTrainer(
@@ -132,7 +127,7 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=spec.name, storage_path=f"{remote}/ray" if remote else str(out / "ray"),
+            name=spec.name, storage_path=f"{remote}/{out.ray.name}" if remote else str(out.ray),
             failure_config=FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoints_to_keep, checkpoint_score_attribute=score,
                                                checkpoint_score_order="max"),
@@ -145,11 +140,11 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
     )
     result = trainer.fit()
     if remote:
-        copy_tree(remote, str(out), skip=("ray",))
-    history = eval_history(out / "metrics.jsonl")
+        copy_tree(remote, str(out.root), skip=(out.ray.name,))
+    history = eval_history(out.metrics)
     best = max(history, key=lambda r: r.get("val_accuracy", -1.0), default=None)
     last = dict(result.metrics or {})
-    return FitResult(best_dir=str(out / "best") if (out / "best" / "config.json").exists() else None,
+    return FitResult(best_dir=str(out.best) if out.has_best() else None,
                      best_accuracy=best.get("val_accuracy") if best else None, history=history,
                      steps=int(last.get("step", history[-1]["step"] if history else 0)),
                      seconds=time.time() - t0, train_seconds=float(last.get("train_seconds", 0.0)),
@@ -251,9 +246,11 @@ def _worker(config: dict) -> None:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=DS_TAG)
         start, best, train_seconds = client["step"], client["best"], client.get("train_seconds", 0.0)
+    out = spec.out
     if spec.remote_out and rank == 0:  # a restarted run may land on another node: continue its metrics there
-        copy_tree(spec.remote_out, spec.out_dir, skip=("ray", "best"))
-    log = _Log(Path(spec.out_dir), spec.phase, enabled=rank == 0, spec=spec, world=world, objective=objective.name)
+        copy_tree(spec.remote_out, str(out.root), skip=(out.ray.name, out.best.name))
+    log = tracking.Log(out.metrics, out.tb, spec.phase, enabled=rank == 0, tracking=spec.train.tracking,
+                       run_name=spec.run_name, params=_params(spec, world, objective.name))
     total = len(spec.steps)
     log.event({"kind": "start", "step": start, "total_steps": total, "resumed": checkpoint is not None,
                "world_size": world, "objective": objective.name})
@@ -281,7 +278,7 @@ def _worker(config: dict) -> None:
         return out
 
     iters: dict = {}
-    window = _Window()
+    window = tracking.Window()
     eval_every = spec.eval_every or total
     for step in range(start, total):
         epoch, in_epoch = divmod(step, spec.steps_per_epoch)
@@ -310,13 +307,13 @@ def _worker(config: dict) -> None:
         done = step + 1
         if done % spec.train.log_every == 0 or done == total:
             log.train(window.reduce(dist, done, epoch, engine.get_lr()[0], world, total))
-            window = _Window()
+            window = tracking.Window()
         if done % eval_every == 0 or done == total:
             results = _evaluate(engine, tok, evaluate, spec, rank, best, done, log)
             best = max(best, results.get("val_accuracy", best))
             if spec.remote_out and rank == 0:  # metrics so far, and the model when it is a new best
                 new_best = results.get("best") or (evaluate is None and done == total)
-                copy_tree(spec.out_dir, spec.remote_out, skip=("ray",) if new_best else ("ray", "best"))
+                copy_tree(str(out.root), spec.remote_out, skip=(out.ray.name,) if new_best else (out.ray.name, out.best.name))
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, tag=DS_TAG,
                                        client_state={"step": done, "best": best, "train_seconds": train_seconds})
@@ -326,7 +323,7 @@ def _worker(config: dict) -> None:
                                  checkpoint=Checkpoint.from_directory(tmp))
     log.close()
     if spec.remote_out and rank == 0:  # TensorBoard's last events are flushed by close()
-        copy_tree(spec.out_dir, spec.remote_out, skip=("ray", "best"))
+        copy_tree(str(out.root), spec.remote_out, skip=(out.ray.name, out.best.name))
     dist.barrier()  # ENGINES.md: ZeRO-3 + offload can abort at exit without this
     dist.destroy_process_group()
 
@@ -335,7 +332,16 @@ def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _evaluate(engine, tok, evaluate, spec: FitSpec, rank: int, best: float, step: int, log: _Log) -> dict:
+def _params(spec: FitSpec, world: int, objective: str) -> dict:
+    """The run's settings, logged as parameters to MLflow / W&B."""
+    t = spec.train
+    return {"phase": spec.phase, "objective": objective, "model": spec.model_path, "steps": len(spec.steps),
+            "lr": spec.lr, "batch_size": spec.batch_size, "scheduler": spec.scheduler, "warmup": spec.warmup,
+            "seed": spec.seed, "world_size": world, "zero_stage": t.zero_stage, "grad_accum": t.grad_accum,
+            "bf16": t.bf16, "out_dir": str(spec.out.root)}
+
+
+def _evaluate(engine, tok, evaluate, spec: FitSpec, rank: int, best: float, step: int, log: tracking.Log) -> dict:
     """Evaluate on rank 0 and export a new best; returns the same metrics on every rank (for the checkpoint).
 
     Without an `evaluate`, the final model is the one exported.
@@ -346,7 +352,7 @@ def _evaluate(engine, tok, evaluate, spec: FitSpec, rank: int, best: float, step
         if step == len(spec.steps):
             model = _full_model(engine, rank)
             if rank == 0:
-                export_hf(model, tok, Path(spec.out_dir) / "best")
+                export_hf(model, tok, spec.out.best)
         return {}
     model = _full_model(engine, rank)  # collective under ZeRO-3: every rank takes part
     results: list = [None]
@@ -355,7 +361,7 @@ def _evaluate(engine, tok, evaluate, spec: FitSpec, rank: int, best: float, step
         metrics = evaluate(model, tok)
         metrics["eval_seconds"] = round(time.time() - t, 2)
         if metrics["val_accuracy"] > best:
-            export_hf(model, tok, Path(spec.out_dir) / "best")
+            export_hf(model, tok, spec.out.best)
             metrics["best"] = True
         log.eval(step, metrics)
         results = [metrics]
@@ -377,129 +383,7 @@ def _full_model(engine, rank: int):
 
 
 def export_hf(model, tok, dest: Path) -> None:
-    """save_pretrained + tokenizer into a temporary folder, then swap it in: readers never see half a model."""
-    tmp, old = dest.with_name(dest.name + ".tmp"), dest.with_name(dest.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-class _Window:
-    """Per-stage sums of the objective's metrics since the last log line (averaged across ranks on reduce)."""
-
-    def __init__(self):
-        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self.counts: Counter = Counter()
-        self.seconds, self.wait, self.samples = 0.0, 0.0, 0
-
-    def add(self, stage: str, metrics: dict[str, float], seconds: float, wait: float, rows: int) -> None:
-        for k, v in metrics.items():
-            self.sums[stage][k] += float(v)
-        self.counts[stage] += 1
-        self.seconds += seconds
-        self.wait += wait
-        self.samples += rows
-
-    def reduce(self, dist, step: int, epoch: int, lr: float, world: int, total: int) -> dict:
-        # every rank logs at the same steps with the same stages (one schedule), so one all-reduce lines up
-        keys = sorted((s, k) for s in self.sums for k in self.sums[s])
-        t = torch.tensor([self.sums[s][k] for s, k in keys] + [self.wait, self.seconds], dtype=torch.float64)
-        dist.all_reduce(t)
-        wait = t[-2].item()
-        row = {"kind": "train", "step": step, "total_steps": total, "epoch": epoch, "lr": lr}
-        for (s, k), v in zip(keys, t[:-2].tolist(), strict=True):
-            row[f"{k}/{s}"] = v / (self.counts[s] * world)
-        if all(f"loss/{s}" in row for s in self.counts):  # the overall loss: a step-weighted mean of the stages'
-            row["loss"] = sum(row[f"loss/{s}"] * c for s, c in self.counts.items()) / sum(self.counts.values())
-        row["samples_per_s"] = self.samples * world / max(t[-1].item() / world, 1e-9)
-        row["data_wait"] = wait / max(t[-1].item(), 1e-9)  # share of step time spent waiting for batches
-        return row
-
-
-def _say(line: str) -> None:
-    # The raw stream: Ray Train V2 patches print() to both tee and log it, which doubles every console line.
-    print(line, file=sys.__stdout__, flush=True)
-
-
-class _Log:
-    """Rank 0's console lines, metrics.jsonl rows (appended as they happen), TensorBoard scalars and, when
-    configured, the same numbers in MLflow / W&B."""
-
-    def __init__(self, out_dir: Path, phase: str, enabled: bool, spec: FitSpec | None = None, world: int = 1,
-                 objective: str = ""):
-        self.enabled, self.phase = enabled, phase
-        self.path = out_dir / "metrics.jsonl"
-        self.tb = self.trackers = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out_dir / "tb"))
-            if spec is not None:
-                t = spec.train
-                params = {"phase": phase, "objective": objective, "model": spec.model_path, "steps": len(spec.steps),
-                          "lr": spec.lr, "batch_size": spec.batch_size, "scheduler": spec.scheduler,
-                          "warmup": spec.warmup, "seed": spec.seed, "world_size": world, "zero_stage": t.zero_stage,
-                          "grad_accum": t.grad_accum, "bf16": t.bf16, "out_dir": str(out_dir)}
-                run = out_dir.parent.parent if out_dir.parent.name == "reflect" else out_dir.parent
-                self.trackers = tracking.Trackers(t.tracking, name=f"{run.name}/{phase}", params=params, out_dir=out_dir)
-
-    def event(self, row: dict) -> None:
-        if self.enabled:
-            append_jsonl(self.path, [{**row, "time": time.time()}])
-
-    def train(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        self.event(row)
-        for k, v in row.items():
-            if isinstance(v, float) and k != "epoch":
-                self.tb.add_scalar(f"train/{k}", v, row["step"])
-        if self.trackers is not None:
-            self.trackers.log(row, row["step"])
-        stages = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in row.items() if k.startswith("loss/"))
-        _say(f"[{self.phase}] step {row['step']}/{row['total_steps']} loss {row.get('loss', float('nan')):.4f} "
-             f"({stages}) lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s, data wait {row['data_wait']:.0%}")
-
-    def eval(self, step: int, metrics: dict) -> None:
-        self.event({"kind": "eval", "step": step, **metrics})
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.tb.add_scalar(f"val/{k}", v, step)
-        if self.trackers is not None:
-            self.trackers.log({f"val/{k}": v for k, v in metrics.items()}, step)
-        _say(f"[{self.phase}] step {step} eval {json.dumps(metrics)}")
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.trackers is not None:
-            self.trackers.close()
-
-
-# ----- evaluation --------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ChainEval:
-    """`evaluate` for fit(): greedy recall -> analyze -> summarize chains of the live model on questions."""
-
-    questions: list[dict]  # Question.to_dict rows
-    mode: Mode = MODES[FULL]
-    max_new_tokens: int = 96
-    batch_size: int = 32
-
-    def __call__(self, model, tok) -> dict:
-        from ..core.records import Question
-        from ..eval.chain import accuracy, run_chain
-        from ..sampling.base import GenParams
-        from ..sampling.hf import HFSampler
-
-        sampler = HFSampler(model=model, tokenizer=tok, batch_size=self.batch_size)
-        stage = GenParams(max_tokens=self.max_new_tokens)
-        results = run_chain(sampler, [Question.from_dict(q) for q in self.questions], self.mode,
-                            recall=stage, analyze=stage, summarize=GenParams(max_tokens=16))
-        scores = accuracy(results)
-        return {"val_accuracy": scores["accuracy"], "val_questions": scores["questions"]}
+    """save_pretrained + tokenizer into a temporary folder, then swapped in: readers never see half a model."""
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)

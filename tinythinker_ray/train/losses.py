@@ -6,14 +6,15 @@ eos) with the prompt and the padding masked. Everything here works from those th
 families, so SFT, DPO and RPO share one definition of "log-probability of the target".
 
 An objective's loss function has the shape `loss(model, batch) -> (loss tensor, {name: float})`; the loop
-backpropagates the tensor and logs the floats. Phase 2 adds its own (e.g. `rpo_loss`) beside `sft_loss`,
-built from `sequence_logps`.
+backpropagates the tensor and logs the floats. Phase 2's is `rpo_step_loss`: a preference term from
+PAIR_LOSSES (`reflect.loss`; the authors': sigmoid DPO) plus alpha x the chosen side's NLL.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -71,21 +72,9 @@ def _takes_logits_to_keep(module) -> bool:
     return "logits_to_keep" in _forward_params(type(module))
 
 
-def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Summed target log-prob per row [B]: what DPO compares between chosen and rejected."""
-    logps, _ = token_logps(model, batch)
-    return logps.sum(-1)
-
-
-def nll(logps: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Negative log-likelihood: 'mean' over all target tokens of the batch, 'sum' over them, or 'row' (sum per row)."""
-    if reduction == "mean":
-        return -logps.sum() / mask.sum().clamp(min=1)
-    if reduction == "sum":
-        return -logps.sum()
-    if reduction == "row":
-        return -logps.sum(-1)
-    raise ValueError(f"unknown reduction {reduction!r}")
+def nll(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood, the mean over all target tokens of the batch."""
+    return -logps.sum() / mask.sum().clamp(min=1)
 
 
 def sft_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -95,20 +84,28 @@ def sft_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     return loss, {"loss": loss.item(), "tokens": float(mask.sum())}
 
 
-# ----- phase 2: RPO (DPO + NLL) -----------------------------------------------------------------------------
+# ----- phase 2: a preference loss + NLL (RPO) ----------------------------------------------------------------
+
+# Per pair, from h = (pi_c - ref_c) - (pi_r - ref_r) (summed target log-probs) and beta; names as TRL's loss_type.
+PAIR_LOSSES: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "sigmoid": lambda h, beta: -F.logsigmoid(beta * h),  # DPO (the authors')
+    "ipo": lambda h, beta: (h - 1 / (2 * beta)) ** 2,  # IPO (Azar et al., 2023)
+}
+
 
 def rpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, chosen_nll: torch.Tensor,
-             beta: float, alpha: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sigmoid DPO on summed target log-probs against a frozen reference, plus alpha x NLL of the chosen side.
+             beta: float, alpha: float, kind: str = "sigmoid") -> tuple[torch.Tensor, dict[str, float]]:
+    """A preference loss on summed target log-probs against a frozen reference, plus alpha x NLL of the chosen side.
 
-    -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), averaged over pairs, + alpha * chosen_nll (TRL's
-    `rpo_alpha`: the chosen targets' token-mean NLL). Rewards: beta * (pi - ref); margin = chosen - rejected.
+    sigmoid: -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), averaged over pairs, + alpha * chosen_nll
+    (TRL's `rpo_alpha`: the chosen targets' token-mean NLL); alpha 0 = plain DPO. Rewards: beta * (pi - ref);
+    margin = chosen - rejected.
     """
     chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
     margins = chosen_rewards - rejected_rewards
-    dpo = -F.logsigmoid(margins).mean()
+    dpo = PAIR_LOSSES[kind](margins / beta, beta).mean()
     loss = dpo + alpha * chosen_nll
     return loss, {"loss": loss.item(), "dpo_loss": dpo.item(), "nll": chosen_nll.item(),
                   "reward_chosen": chosen_rewards.mean().item(),
@@ -125,8 +122,9 @@ def pair_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return seq[:n], seq[n:], nll(logps[:n], mask[:n])
 
 
-def rpo_step_loss(model, batch: dict, *, beta: float, alpha: float) -> tuple[torch.Tensor, dict[str, float]]:
+def rpo_step_loss(model, batch: dict, *, beta: float, alpha: float, kind: str = "sigmoid"
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
     """Phase 2's objective loss: the policy's pair log-probs against the precomputed reference columns."""
     chosen, rejected, chosen_nll = pair_logps(model, batch)
     return rpo_loss(chosen, rejected, batch["ref_chosen_logp"], batch["ref_rejected_logp"], chosen_nll,
-                    beta, alpha)
+                    beta, alpha, kind)

@@ -9,6 +9,7 @@ the best validation chain accuracy), metrics.jsonl, tb/, ray/ (checkpoints: a re
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..config import Config
@@ -16,12 +17,15 @@ from ..core.format import parse_stage_input
 from ..core.modes import BadStageRow, Mode, get_mode, mode_rows
 from ..data.loaders import read_questions
 from ..errors import ConfigError, DataError
-from ..storage import Manifest, atomic_write_json, read_jsonl, workspace
+from ..eval.chain import ChainEval
+from ..rundir import RunDir, workspace
+from ..storage import atomic_write_json, read_jsonl
 from .batches import check_truncated, collate_sft, prepare_stage
-from .loop import ChainEval, FitResult, FitSpec, Objective, fit
+from .loop import FitResult, FitSpec, Objective, fit
 from .losses import sft_loss
 from .schedule import schedule, stage_plan, steps_per_epoch
 
+log = logging.getLogger(__name__)
 SFT = Objective("sft", collate=collate_sft, loss=sft_loss)
 
 
@@ -62,14 +66,14 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
     from ..models import resolve_model
     from ..raylib import ensure_ray
 
-    run_dir = Path(cfg.run_dir).resolve()
-    teach, out = run_dir / "teach", run_dir / "sft"
+    run = RunDir(cfg.run_dir)
+    teach, out = run.teach, run.sft
     mode = get_mode(cfg.sft.mode)
     stages = mode.stages
-    rows = {s: read_stage(teach / f"{s}.jsonl", mode) for s in stages}
-    options = num_options(rows[stages[-1]], teach / f"{stages[-1]}.jsonl")
+    rows = {s: read_stage(teach.stage(s), mode) for s in stages}
+    options = num_options(rows[stages[-1]], teach.stage(stages[-1]))
     limits = [n for n in (cfg.train.eval_limit, cfg.data.max_eval) if n]
-    valid = read_questions(teach / "questions" / "valid.jsonl")[: min(limits) if limits else None]
+    valid = read_questions(teach.questions("valid"))[: min(limits) if limits else None]
 
     ensure_ray(cfg)
     model_path = resolve_model(model or cfg.student.model)
@@ -78,26 +82,25 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
         datasets[s], sizes[s], cut[s] = prepare_stage(
             rows[s], model_path=model_path, max_length=cfg.student.max_length,
             batch_size=cfg.sft.batch_size, world_size=cfg.train.num_workers, seed=cfg.sft.seed)
-    atomic_write_json(out / "data.json", {  # what phase 1 trains on, per stage: nothing changes the rows unseen
+    atomic_write_json(out.data, {  # what phase 1 trains on, per stage: nothing changes the rows unseen
         "mode": mode.name, "max_length": cfg.student.max_length,
         "stages": {s: {"rows": len(rows[s]), "truncated": cut[s], "batches_per_worker": sizes[s]} for s in stages}})
     check_truncated({s: (cut[s], len(rows[s])) for s in stages}, cfg.student.max_length,
                     cfg.student.max_truncated_share)
     plan = stage_plan(mode, cfg.sft.interval, options)
     steps = schedule(sizes, plan, epochs=cfg.sft.epochs, max_steps=cfg.sft.max_steps)
-    print(f"sft: {model_path} | {mode.name} | stages "
-          f"{', '.join(f'{s} {len(rows[s])} rows ({cut[s]} cut) / {sizes[s]} batches per worker' for s in stages)}"
-          f" | plan {plan} | {len(steps)} steps on {cfg.train.num_workers} worker(s), ZeRO-{cfg.train.zero_stage}",
-          flush=True)
+    log.info("sft: %s | %s | stages %s | plan %s | %d steps on %d worker(s), ZeRO-%d", model_path, mode.name,
+             ", ".join(f"{s} {len(rows[s])} rows ({cut[s]} cut) / {sizes[s]} batches per worker" for s in stages),
+             plan, len(steps), cfg.train.num_workers, cfg.train.zero_stage)
     spec = FitSpec(
-        model_path=model_path, out_dir=str(out), steps=steps, steps_per_epoch=steps_per_epoch(sizes, plan),
-        batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, train=cfg.train, scheduler=cfg.sft.scheduler,
-        warmup=cfg.sft.warmup, eval_every=cfg.sft.eval_every or sum(n for _, n in plan), name="sft",
-        seed=cfg.sft.seed, phase="sft")
+        model_path=model_path, out=out, remote_out=run.remote_of(out.root), steps=steps,
+        steps_per_epoch=steps_per_epoch(sizes, plan), batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, train=cfg.train,
+        scheduler=cfg.sft.scheduler, warmup=cfg.sft.warmup, eval_every=cfg.sft.eval_every or sum(n for _, n in plan),
+        name="sft", seed=cfg.sft.seed, phase="sft", run_name=run.name)
     evaluate = ChainEval(questions=[q.to_dict() for q in valid], mode=mode,
                          max_new_tokens=cfg.student.max_new_tokens, batch_size=cfg.eval.batch_size) if valid else None
     result = fit(spec, datasets, SFT, evaluate)
-    Manifest(run_dir).mark("sft", best_dir=result.best_dir, val_accuracy=result.best_accuracy, steps=result.steps)
+    run.manifest.mark("sft", best_dir=result.best_dir, val_accuracy=result.best_accuracy, steps=result.steps)
     return result
 
 
@@ -113,7 +116,7 @@ def table(result: FitResult) -> str:
 def main(cfg: Config, words: list[str]) -> int:
     if words:
         raise ConfigError(f"sft takes no positional arguments (got {' '.join(words)})")
-    with workspace(cfg) as (cfg, _):  # the lock refuses a second driver; a remote run_dir is mirrored
+    with workspace(cfg.run_dir):  # the lock refuses a second driver; a remote run_dir is mirrored
         result = sft(cfg)
     print(table(result))
     return 0

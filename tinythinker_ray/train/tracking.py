@@ -1,6 +1,10 @@
-"""Experiment tracking beyond TensorBoard: MLflow and Weights & Biases through Ray's integrations.
+"""Where a training run's numbers go: rank 0's console lines, metrics.jsonl, TensorBoard, and MLflow / W&B.
 
-Off unless configured (`train.tracking.mlflow_uri`, `train.tracking.wandb_project`). Rank 0 of every training
+    Window   per-stage sums of the objective's metrics between two log lines (all-reduced across ranks)
+    Log      rank 0's sinks: metrics.jsonl rows as they happen, TensorBoard scalars, console lines, Trackers
+    Trackers MLflow and Weights & Biases through Ray's integrations
+
+MLflow and W&B are off unless configured (`train.tracking.mlflow_uri`, `train.tracking.wandb_project`). Rank 0 of every training
 run (phase 1, each reflect round) opens one tracker run with `ray.air.integrations.{mlflow,wandb}.setup_*`,
 logs the run's settings as parameters and every metrics.jsonl row as metrics at its step, and closes it.
 
@@ -11,11 +15,19 @@ metadata) or the logged parameters. `wandb_mode: offline` keeps W&B runs on disk
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
+
+import torch
 
 from ..config import TrackingConfig
 from ..errors import ConfigError
+from ..storage import append_jsonl
+
+log = logging.getLogger(__name__)
 
 
 def check(tc: TrackingConfig) -> None:
@@ -61,3 +73,84 @@ class Trackers:
             self.mlflow.end_run()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+class Window:
+    """Per-stage sums of the objective's metrics since the last log line (averaged across ranks on reduce)."""
+
+    def __init__(self):
+        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.counts: Counter = Counter()
+        self.seconds, self.wait, self.samples = 0.0, 0.0, 0
+
+    def add(self, stage: str, metrics: dict[str, float], seconds: float, wait: float, rows: int) -> None:
+        for k, v in metrics.items():
+            self.sums[stage][k] += float(v)
+        self.counts[stage] += 1
+        self.seconds += seconds
+        self.wait += wait
+        self.samples += rows
+
+    def reduce(self, dist, step: int, epoch: int, lr: float, world: int, total: int) -> dict:
+        # every rank logs at the same steps with the same stages (one schedule), so one all-reduce lines up
+        keys = sorted((s, k) for s in self.sums for k in self.sums[s])
+        t = torch.tensor([self.sums[s][k] for s, k in keys] + [self.wait, self.seconds], dtype=torch.float64)
+        dist.all_reduce(t)
+        wait = t[-2].item()
+        row = {"kind": "train", "step": step, "total_steps": total, "epoch": epoch, "lr": lr}
+        for (s, k), v in zip(keys, t[:-2].tolist(), strict=True):
+            row[f"{k}/{s}"] = v / (self.counts[s] * world)
+        if all(f"loss/{s}" in row for s in self.counts):  # the overall loss: a step-weighted mean of the stages'
+            row["loss"] = sum(row[f"loss/{s}"] * c for s, c in self.counts.items()) / sum(self.counts.values())
+        row["samples_per_s"] = self.samples * world / max(t[-1].item() / world, 1e-9)
+        row["data_wait"] = wait / max(t[-1].item(), 1e-9)  # share of step time spent waiting for batches
+        return row
+
+
+class Log:
+    """Rank 0's sinks for one training run (`enabled` False on the other ranks: every call is a no-op)."""
+
+    def __init__(self, metrics: Path, tb: Path, phase: str, enabled: bool, *, tracking: TrackingConfig | None = None,
+                 run_name: str = "", params: dict | None = None):
+        self.enabled, self.phase, self.path = enabled, phase, metrics
+        self.tb = self.trackers = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(tb))
+            if tracking is not None:
+                self.trackers = Trackers(tracking, name=f"{run_name}/{phase}", params=params or {},
+                                         out_dir=metrics.parent)
+
+    def event(self, row: dict) -> None:
+        if self.enabled:
+            append_jsonl(self.path, [{**row, "time": time.time()}])
+
+    def train(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.event(row)
+        for k, v in row.items():
+            if isinstance(v, float) and k != "epoch":
+                self.tb.add_scalar(f"train/{k}", v, row["step"])
+        if self.trackers is not None:
+            self.trackers.log(row, row["step"])
+        stages = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in row.items() if k.startswith("loss/"))
+        log.info("[%s] step %d/%d loss %.4f (%s) lr %.2e %.1f samples/s, data wait %.0f%%", self.phase, row["step"],
+                 row["total_steps"], row.get("loss", float("nan")), stages, row["lr"], row["samples_per_s"],
+                 100 * row["data_wait"])
+
+    def eval(self, step: int, metrics: dict) -> None:
+        self.event({"kind": "eval", "step": step, **metrics})
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.tb.add_scalar(f"val/{k}", v, step)
+        if self.trackers is not None:
+            self.trackers.log({f"val/{k}": v for k, v in metrics.items()}, step)
+        log.info("[%s] step %d eval %s", self.phase, step, metrics)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.trackers is not None:
+            self.trackers.close()

@@ -15,7 +15,7 @@ Every question asks about one true (entity, property) pair. The pairs are split 
 only pairs no training question asks, while every entity and every property (so every rule) is asked in
 training, so a student scores on held-out questions only by combining facts it learned, not by remembering
 answers. `explain` reasons over a `View` of the facts: the true one answers, a corrupted one is how the rules
-teacher (sampling/rules.py) writes wrong rationales.
+teacher (world/rules.py) writes wrong rationales.
 
 Writes, into synth.out (default <run_dir>/synth): train.jsonl, dev.jsonl, test.jsonl in CSQA's shape (load with
 data.name custom, data.path <that folder>), world.json (the facts and the pair splits) and
@@ -32,7 +32,9 @@ from pathlib import Path
 
 from ..config import Config, SynthConfig
 from ..core.records import Question
+from ..core.reply import option_order, options_text
 from ..errors import ConfigError, DataError
+from ..rundir import RunDir
 from ..storage import atomic_write_json, write_jsonl
 
 WORLD_FILE = "world.json"
@@ -302,7 +304,6 @@ def explain(world: World, q: Question, view: View | None = None, style: int = 0)
 
 def reply_lines(q: Question, ex: Explanation) -> list[str]:
     """The teacher's explanation lines for `ex`, in the teacher prompt's order (the label's option first)."""
-    from ..teacher.prompt import option_order
 
     reasons = dict(ex.reasons)
     return [f"{lab} is {'correct' if lab == ex.answer else 'incorrect'}. Because {reasons[lab]}"
@@ -354,7 +355,6 @@ def csqa_dict(q: Question, world: World) -> dict:
 def fewshot(world: World, questions: list[Question], k: int) -> list[dict]:
     """Teacher exemplars ({Q, Options, Key Information, Explanations}) from the first k questions, each in
     another wording style."""
-    from ..teacher.prompt import options_text
 
     out = []
     for i, q in enumerate(questions[:k]):
@@ -381,4 +381,4 @@ def write(sc: SynthConfig, out: str | Path) -> dict[str, int]:
 
 
 def out_dir(cfg: Config) -> Path:
-    return Path(cfg.synth.out) if cfg.synth.out else Path(cfg.run_dir) / "synth"
+    return Path(cfg.synth.out) if cfg.synth.out else RunDir(cfg.run_dir).synth

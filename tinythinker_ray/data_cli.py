@@ -1,29 +1,16 @@
 """`tinythinker data prepare | show | synth`: load a benchmark, split it as the paper does, print counts and a
-sample; or write the synthetic learning-check dataset (synth.py)."""
+sample; or write the synthetic learning-check dataset (world/synth.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
-from ..config import Config
-from ..core import format as fmt
-from ..core.modes import Mode, get_mode, mode_input
-from ..errors import ConfigError
-from ..storage import write_jsonl
-from .loaders import load_benchmark, load_dataset_cfg
-
-
-def three_stage_sample(q, mode: Mode) -> str:
-    """The question's stage inputs as phase-1 `mode` trains them (the teacher's full rows rewritten by the same
-    mode_input sft uses), and the summarize target."""
-    recall, analyses = "<recalled knowledge>", [(lab, f"<analysis of {lab}>") for lab in q.labels]
-    full = {"recall": fmt.recall_input(q), "analyze": fmt.analyze_input(q, q.labels[0], recall),
-            "summarize": fmt.summarize_input(q, recall, analyses)}
-    lines = [f"--- mode {mode.name}: trains {', '.join(mode.stages)} ---"]
-    for stage in mode.stages:
-        lines += [f"--- {stage} input{' (first option)' if stage == 'analyze' else ''} ---", mode_input(full[stage], mode)]
-    return "\n".join([*lines, "--- summarize target ---", fmt.summarize_target(q.answer)])
+from .config import Config
+from .core.modes import get_mode, mode_sample
+from .data.loaders import load_benchmark, load_dataset_cfg
+from .errors import ConfigError
+from .rundir import RunDir
+from .storage import write_jsonl
 
 
 def split_table(splits) -> str:
@@ -40,8 +27,8 @@ def split_table(splits) -> str:
 
 
 def synth_main(cfg: Config) -> int:
-    """`data synth`: write the synthetic world and its questions (data/synth.py), then show them like `show`."""
-    from . import synth
+    """`data synth`: write the synthetic world and its questions (world/synth.py), then show them like `show`."""
+    from .world import synth
 
     out = synth.out_dir(cfg)
     counts = synth.write(cfg.synth, out)
@@ -56,7 +43,7 @@ def synth_main(cfg: Config) -> int:
           f" --teacher.fewshot_path {out}")
     splits = load_benchmark("custom", str(out))
     print(split_table(splits))
-    print(three_stage_sample(splits.train[0], get_mode(cfg.sft.mode)))
+    print(mode_sample(splits.train[0], get_mode(cfg.sft.mode)))
     return 0
 
 
@@ -79,10 +66,10 @@ def main(cfg: Config, words: list[str]) -> int:
         for reason, n in sorted(splits.skipped.items(), key=lambda kv: -kv[1]):
             print(f"  {n:>6}  {reason}")
     if action == "prepare":
-        out = Path(cfg.run_dir) / "data"
+        out = RunDir(cfg.run_dir).prepared
         for name in ("train", "valid", "test"):
             write_jsonl(out / f"{name}.jsonl", [q.to_dict() for q in splits.get(name)])
         print(f"wrote {out}/{{train,valid,test}}.jsonl")
     if splits.train:
-        print(three_stage_sample(splits.train[0], get_mode(cfg.sft.mode)))
+        print(mode_sample(splits.train[0], get_mode(cfg.sft.mode)))
     return 0

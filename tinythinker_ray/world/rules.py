@@ -1,4 +1,4 @@
-"""A teacher that reasons by rule over a synthetic world (data/synth.py): the learning check's GPT-4o stand-in.
+"""A teacher that reasons by rule over a synthetic world (world/synth.py): the learning check's GPT-4o stand-in.
 
 `sampler.backend: rules` (teacher.backend in practice), `model:` the world.json (or the synth folder holding
 it). Teacher prompts (chat messages, teacher/prompt.py) are answered in the teacher's reply format:
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 from ..config import SamplerConfig
 from ..core import format as fmt
 from ..core.records import Question
-from ..data.synth import STYLES, View, World, explain, load_world, parse_stem, reply_lines
+from ..core.reply import reply_text
 from ..errors import ConfigError, DataError
-from ..teacher.prompt import reply_text
-from .base import Completion, GenParams, Prompt
+from ..sampling.base import Completion, GenParams, Prompt, Sampler
+from .synth import STYLES, View, World, explain, load_world, parse_stem, reply_lines
 
 _OPTION = re.compile(r"(?:^|, )([A-Z])\. ")
 _GOLD = re.compile(r"^Explanations: ([A-Z]) is correct\. Because$", re.MULTILINE)
@@ -74,11 +75,24 @@ def corrupt(world: World, q: Question, rng: random.Random) -> View:
     return truth.with_owner(**{w: truth.owner[g], g: truth.owner[w]})
 
 
-class RulesSampler:
+class RulesSampler(Sampler):
+    light = True
+    model_is = "a synth world (world.json or its folder, written by `tinythinker data synth`)"
+
+    @classmethod
+    def resolve(cls, model: str, section: str = "sampler") -> str:
+        if not Path(model).exists():
+            raise ConfigError(f"{section}.model: {model} not found (the rules backend needs {cls.model_is})")
+        load_world(model)  # a bad world file is named now, before any work, not in a replica
+        return model
+
+    @classmethod
+    def build(cls, cfg: SamplerConfig, model: str | None) -> RulesSampler:
+        return cls(cfg.model_copy(update={"model": model or cfg.model}))
+
     def __init__(self, cfg: SamplerConfig):
         if not cfg.model:
-            raise ConfigError("teacher.model: the rules backend needs a synth world (world.json or its folder, "
-                              "written by `tinythinker data synth`)")
+            raise ConfigError(f"the rules backend needs {self.model_is}")
         self.world = load_world(cfg.model)
         self.error_rate = getattr(cfg, "error_rate", 0.0)  # a TeacherConfig field; student samplers: none
         self.seed = cfg.seed

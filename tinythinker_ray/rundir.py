@@ -1,0 +1,298 @@
+"""One run directory: its layout, its manifest of finished steps, its lock, and its remote.
+
+    run_dir/ manifest.json  config.yaml  report.md  accuracy.png  .lock
+      teach/    replies.jsonl  stats.json  {recall,recall_single,analyze,summarize}.jsonl  questions/<split>.jsonl
+                fewshot_rationales.json  bootstrap/replies.jsonl
+      sft/      ray/ (Ray Train checkpoints)  best/ (HF folder)  metrics.jsonl  tb/  data.json
+      eval/<tag>/     results.jsonl  summary.json
+      reflect/iter_<i>/  generations.jsonl  analyze_generations.jsonl  {recall,analyze}_pairs.jsonl  record.json
+                         + what sft/ holds
+
+`RunDir(cfg.run_dir)` is the only place these names are spelled. A remote run directory (s3://, gs://,
+file://) is worked on through a local mirror under the cache, the same folder for the same URI: `pull()`
+brings down what an earlier (possibly killed) run left, `push()` uploads after every finished step. Ray Train
+workers, which may sit on other nodes, write to the remote directly (`remote_of`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TinyThinkerError
+from .storage import atomic_write_json, cache_root, copy_tree, is_remote
+
+
+@dataclass(frozen=True)
+class TeachDir:
+    root: Path
+
+    @property
+    def replies(self) -> Path:
+        return self.root / "replies.jsonl"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def fewshot(self) -> Path:
+        return self.root / "fewshot_rationales.json"
+
+    @property
+    def bootstrap_replies(self) -> Path:
+        return self.root / "bootstrap" / "replies.jsonl"
+
+    def stage(self, name: str) -> Path:
+        return self.root / f"{name}.jsonl"
+
+    def questions(self, split: str) -> Path:
+        return self.root / "questions" / f"{split}.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainDir:
+    """What one training run writes (phase 1, or one reflect round)."""
+
+    root: Path
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tb(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def data(self) -> Path:  # the rows phase 1 trained on, per stage
+        return self.root / "data.json"
+
+    def has_best(self) -> bool:
+        return (self.best / "config.json").exists()
+
+
+@dataclass(frozen=True)
+class RoundDir(TrainDir):
+    """One reflect round: its self-generation and pairs beside its training output."""
+
+    number: int = 0
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations.jsonl"
+
+    @property
+    def analyze_generations(self) -> Path:
+        return self.root / "analyze_generations.jsonl"
+
+    def pairs(self, stage: str) -> Path:
+        return self.root / f"{stage}_pairs.jsonl"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "record.json"
+
+    @property
+    def step(self) -> str:  # the round's name in the manifest
+        return f"reflect/iter_{self.number}"
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    root: Path
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+
+class RunDir:
+    def __init__(self, run_dir: str | os.PathLike):
+        self.uri = str(run_dir)
+        self.remote = self.uri.rstrip("/") if is_remote(self.uri) else None
+        if self.remote:  # the same mirror folder for the same URI, so every driver of a run finds it
+            self.root = cache_root() / "runs" / hashlib.sha1(self.uri.encode()).hexdigest()[:16]
+        else:
+            self.root = Path(self.uri).resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.uri!r})"
+
+    @property
+    def name(self) -> str:  # the run's own name (the last part of its path or URI)
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    # ----- the layout -----
+    @property
+    def manifest(self) -> Manifest:
+        return Manifest(self.root / "manifest.json")
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "accuracy.png"
+
+    @property
+    def prepared(self) -> Path:  # `data prepare`: the splits as loaded
+        return self.root / "data"
+
+    @property
+    def synth(self) -> Path:  # `data synth` without synth.out
+        return self.root / "synth"
+
+    @property
+    def export(self) -> Path:  # `export` without a folder named
+        return self.root / "export"
+
+    @property
+    def tune(self) -> Path:  # `tune`: the sweep's results; trials/<id> are run directories of their own
+        return self.root / "tune"
+
+    def trial(self, trial_id: str) -> RunDir:
+        return RunDir(self.tune / "trials" / trial_id)
+
+    @property
+    def teach(self) -> TeachDir:
+        return TeachDir(self.root / "teach")
+
+    @property
+    def sft(self) -> TrainDir:
+        return TrainDir(self.root / "sft")
+
+    def reflect(self, i: int) -> RoundDir:
+        return RoundDir(self.root / "reflect" / f"iter_{i}", number=i)
+
+    def rounds(self) -> list[RoundDir]:
+        """The reflect rounds on disk, in round order."""
+        found = [int(p.name.removeprefix("iter_")) for p in (self.root / "reflect").glob("iter_*")
+                 if p.name.removeprefix("iter_").isdigit()]
+        return [self.reflect(i) for i in sorted(found)]
+
+    def eval(self, tag: str) -> EvalDir:
+        return EvalDir(self.root / "eval" / tag)
+
+    def evals(self) -> list[EvalDir]:
+        return [EvalDir(p) for p in sorted((self.root / "eval").glob("*")) if p.is_dir()]
+
+    def best_student(self) -> Path | None:
+        """The newest trained student: the last reflect round's best, else phase 1's."""
+        for d in [*reversed(self.rounds()), self.sft]:
+            if d.has_best():
+                return d.best
+        return None
+
+    # ----- the remote -----
+    def remote_of(self, path: str | os.PathLike) -> str | None:
+        """The remote URI a folder of this run stands for (None for a local run directory)."""
+        if not self.remote:
+            return None
+        rest = Path(path).resolve().relative_to(self.root).as_posix()
+        return self.remote + ("" if rest == "." else "/" + rest)
+
+    def pull(self) -> Path:
+        """Bring down what a remote run directory holds, so a rerun resumes."""
+        if self.remote:
+            self.root.mkdir(parents=True, exist_ok=True)
+            copy_tree(self.remote, str(self.root))
+        return self.root
+
+    def push(self) -> None:
+        """Upload the mirror to the remote run directory."""
+        if self.remote:
+            copy_tree(str(self.root), self.remote)
+
+
+class Manifest:
+    """`manifest.json`: which steps finished, with their outputs. Re-read before every change: several drivers
+    of one run (the pipeline, sft, reflect) each hold one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {"steps": {}}
+
+    def done(self, step: str) -> bool:
+        return step in self.data["steps"]
+
+    def get(self, step: str) -> dict | None:
+        return self.data["steps"].get(step)
+
+    def mark(self, step: str, **outputs) -> None:
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+        self.data["steps"][step] = outputs
+        atomic_write_json(self.path, self.data)
+
+
+class RunLock:
+    """An exclusive lock on a run directory: a second run on the same directory refuses instead of interleaving.
+
+    flock is released by the kernel when the holder dies, so a SIGKILLed run never leaves a stale lock.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.path = Path(root) / ".lock"
+        self._f = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a+")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.seek(0)
+            holder = self._f.read().strip() or "another process"
+            self._f.close()
+            raise TinyThinkerError(f"run directory {self.path.parent} is in use by {holder}; "
+                                   "wait for it to finish or choose another --run_dir") from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(f"pid {os.getpid()}")
+        self._f.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._f:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
+
+
+@contextmanager
+def workspace(run_dir: str | os.PathLike) -> Iterator[RunDir]:
+    """A driver's hold on a run directory: a remote one is pulled into its local mirror and pushed back when the
+    driver ends, finished or not; the lock keeps a second driver on this machine out."""
+    run = RunDir(run_dir)
+    run.pull()
+    with RunLock(run.root):
+        try:
+            yield run
+        finally:
+            run.push()  # what was done reaches a remote run_dir even when a step failed
