@@ -23,7 +23,7 @@ from .core.records import Question
 from .data.commands import three_stage_sample
 from .errors import ConfigError
 from .report import _rounds, _table
-from .storage import atomic_write_text
+from .storage import as_umask_allows, atomic_write_text
 
 EXAMPLE = Question("example", "Where do you keep milk?", (("A", "fridge"), ("B", "oven"), ("C", "shelf")), "A")
 
@@ -179,6 +179,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         atomic_write_text(tmp / "README.md", card)
+        as_umask_allows(tmp)
         if out.exists():
             os.replace(out, old)  # a directory cannot be renamed over a full one: move the previous aside
         try:

@@ -125,6 +125,9 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     """Move a finished folder into place in one rename (an empty target is replaced; rename(2) allows it)."""
     import shutil
 
+    from .storage import as_umask_allows
+
+    as_umask_allows(tmp)
     try:
         os.replace(tmp, out_dir)
     except OSError:

@@ -44,7 +44,7 @@ import torch
 from ..config import TrainConfig
 from ..core.modes import FULL, MODES, Mode
 from ..errors import ConfigError
-from ..storage import append_jsonl, copy_tree, mirror_of, read_jsonl
+from ..storage import append_jsonl, as_umask_allows, copy_tree, mirror_of, read_jsonl
 from . import tracking
 from .batches import epoch_stream, memory_epoch, memory_shards, read_blocks
 
@@ -382,6 +382,7 @@ def export_hf(model, tok, dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    as_umask_allows(tmp)
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)
