@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -275,3 +277,36 @@ def test_a_closed_pipe_exits_quietly():
     proc.stdout.close()  # long before the command has imported anything
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == ""  # as a tool that SIGPIPE ended; no BrokenPipeError
+
+
+NOT_A_MODEL = "is neither a folder nor a built-in (tiny-t5, tiny-llama, smollm2-135m)"
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["ask", "--model", "/no/such/dir", "Q?", "a", "b"], ""),
+    (["ask", "--model", "runs/none", "Q?", "a", "b"], "; as a hub name it cannot be reached: HF_HUB_OFFLINE is set"),
+    (["eval", "--model", "/no/such/dir"], ""),
+    (["sft", "--model", "Qwen/Qwen2.5-0.5B"], "; as a hub name it cannot be reached: HF_HUB_OFFLINE is set"),
+])
+def test_a_model_that_is_nowhere_is_one_line(argv, why, tmp_path):
+    r = tt(*argv, f"--run_dir={tmp_path}", env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    model = argv[argv.index("--model") + 1]
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == f"tinythinker {argv[0]}: error: model '{model}' {NOT_A_MODEL}{why}\n"
+
+
+def test_a_hub_name_without_a_reachable_hub_is_one_line():
+    """With the network allowed (no HF_HUB_OFFLINE) but the hub unreachable: a port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"HF_ENDPOINT": endpoint}
+    r = tt("ask", "--model", "Qwen/Qwen2.5-0.5B", "Q?", "a", "b", env=env)
+    assert r.returncode == 2 and r.stderr == (f"tinythinker ask: error: model 'Qwen/Qwen2.5-0.5B' {NOT_A_MODEL}; as "
+                                              f"a hub name it cannot be reached ({endpoint}: ConnectError)\n")
+
+
+def test_a_folder_that_holds_no_model(tmp_path, capsys):
+    assert cli.main(["eval", "--model", str(tmp_path), f"--run_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err == (f"tinythinker eval: error: model folder {tmp_path} holds no config.json: "
+                                       "not a Hugging Face model folder\n")
