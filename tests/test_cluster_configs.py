@@ -79,6 +79,18 @@ def parse_command(entrypoint: str, root: Path) -> tuple[str, Config, Path]:
     return command, load_config(config_file, overrides), config_file
 
 
+def _data_reaches_the_cluster(cfg: Config, uploaded: Path | None) -> None:
+    """The driver on the cluster can read data.path: the embedded sample, object storage, or a relative folder
+    inside the working dir the job uploads (which Ray sends without its .gitignored files)."""
+    path = cfg.data.path
+    if path is None or "://" in path:
+        return
+    assert uploaded is not None, f"data.path {path} is read on the cluster, but nothing uploads it there"
+    assert not Path(path).is_absolute() and ".." not in Path(path).parts, f"{path} is outside the working dir"
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=uploaded, capture_output=True)
+    assert ignored.returncode == 1, f"{path} is .gitignored: Ray's working_dir upload leaves it out"
+
+
 def _bundles(cfg: Config) -> list[tuple[str, float, float]]:
     """Every (what, CPUs, GPUs) a preset asks Ray for in one piece: an engine replica or a training worker."""
     out = [("train worker", cfg.train.cpus_per_worker, cfg.train.gpus_per_worker if cfg.train.use_gpu else 0)]
@@ -189,6 +201,7 @@ def test_job_spec_runs_its_preset_on_the_cluster(path):
     # Inside a Ray job the driver must join the cluster: "local" would start a second, GPU-less Ray on the head.
     assert cfg.cluster.address == "auto"
     assert cfg.run_dir.endswith(f"/{path.stem}") and "TINYTHINKER_RUNS" in cfg.run_dir
+    _data_reaches_the_cluster(cfg, uploaded=working_dir)
     env_vars = spec["runtime_env"].get("env_vars", {})
     assert all(isinstance(v, str) for v in env_vars.values()), "Ray accepts only string env_vars"
     assert not [k for k in env_vars if SECRET_NAME.search(k)], "secrets come from the cluster"
@@ -348,6 +361,9 @@ def test_kuberay_rayjob():
     yaml.safe_load(spec["runtimeEnvYAML"])
     command, cfg, _ = parse_command(spec["entrypoint"], ROOT)
     assert command == "run" and cfg.cluster.address == "auto"
+    # no working dir is uploaded (runtimeEnvYAML has none) and the image holds no benchmark: the bucket's data
+    assert "working_dir" not in yaml.safe_load(spec["runtimeEnvYAML"])
+    _data_reaches_the_cluster(cfg, uploaded=None)
     # The submitter pod runs `ray job submit -- <entrypoint>` through bash: a $VARIABLE would expand there.
     assert "$" not in spec["entrypoint"] and cfg.run_dir != Config().run_dir
 
