@@ -8,9 +8,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shlex
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,6 +236,48 @@ def test_load_spec_appends_words_and_rejects_unknown_keys(tmp_path):
     bad.write_text("entrypoint: tinythinker run\nentrypoint_cpus: 1\n")
     with pytest.raises(SystemExit, match="entrypoint_cpus"):
         submit.load_spec(bad)
+
+
+def _submit_py(env: dict, address: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH"))}
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / "submit.py"), str(ROOT / "jobs" / "local-tiny.yaml"),
+                           "--address", address], env=base | env, capture_output=True, text=True, timeout=120)
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_submit_py_in_token_mode_without_a_token_says_so_in_one_line(tmp_path):
+    """Ray raises this on the client before any request, so no head is needed; a head with token auth (401,
+    403) is tests/test_job_submit.py's."""
+    address = _closed_port()
+    r = _submit_py({"RAY_AUTH_MODE": "token", "HOME": str(tmp_path)}, address)  # no ~/.ray/auth_token there
+    assert r.returncode == 2 and r.stdout == "", r.stderr[-2000:]
+    assert r.stderr.splitlines()[-1].startswith("submit.py: error: this side has RAY_AUTH_MODE=token but no token")
+    assert "Traceback" not in r.stderr and "unset RAY_AUTH_MODE" in r.stderr
+    r = _submit_py({"HOME": str(tmp_path)}, address)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == (f"submit.py: error: no Ray dashboard answers at "
+                                                               f"{address}: is the head up (and its port 8265 "
+                                                               "forwarded)?")
+
+
+@pytest.mark.parametrize("status, body, says", [
+    (401, "Unauthorized: Missing authentication token",
+     "the Ray cluster at http://h:8265 requires a token and this side sent none: export RAY_AUTH_MODE=token"),
+    (403, "Forbidden: Invalid authentication token",
+     "the Ray cluster at http://h:8265 refused this side's token: it is not the head's"),
+])
+def test_submit_py_maps_the_heads_answers_to_which_side_needs_the_token(status, body, says):
+    """The exception JobSubmissionClient raises for a 401 / 403, made by Ray's own formatter."""
+    from ray._private.authentication.http_token_authentication import format_authentication_http_error
+    from ray.exceptions import AuthenticationError
+
+    line = _submit_module().client_error(AuthenticationError(format_authentication_http_error(status, body)),
+                                         "http://h:8265")
+    assert line.startswith(says) and "\n" not in line
 
 
 # ----- Ray autoscaler configs ----------------------------------------------------------------------------------
