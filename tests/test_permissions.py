@@ -12,9 +12,10 @@ import pytest
 
 from tinythinker_ray import cli
 from tinythinker_ray.config import dump_config, load_config
-from tinythinker_ray.models import build_tiny
+from tinythinker_ray.models import build_tiny, load_student
 from tinythinker_ray.report import write_report
 from tinythinker_ray.storage import Manifest, append_jsonl, atomic_write_text, write_jsonl
+from tinythinker_ray.train.loop import export_hf
 
 
 @pytest.fixture
@@ -44,12 +45,14 @@ def test_run_and_export_artifacts_follow_the_umask(mask, file_mode, dir_mode, um
     write_report(run)
     assert cli.main(["export", f"--run_dir={run}", str(tmp_path / "export")]) == 0
     build_tiny("llama", tmp_path / "built")  # a built-in student, as `models build` makes it
+    export_hf(*load_student(tiny_t5), run / "reflect" / "iter_1" / "best")  # a round's best, as training saves it
 
     written = {**_written(run, skip="sft"), **_written(tmp_path / "export"), **_written(tmp_path / "built")}
     for name in ("config.yaml", "manifest.json", "report.md", "accuracy.png", "teach/recall.jsonl",
                  "teach/replies.jsonl"):
         assert f"run/{name}" in written, name
-    for name in ("export/README.md", "export/model.safetensors", "export/tokenizer.json", "built/model.safetensors"):
+    for name in ("export/README.md", "export/model.safetensors", "export/tokenizer.json", "built/model.safetensors",
+                 "run/reflect/iter_1/best/model.safetensors"):
         assert name in written, name
     wrong = {k: oct(mode) for k, (mode, folder) in written.items() if mode != (dir_mode if folder else file_mode)}
     assert not wrong, wrong
