@@ -146,6 +146,7 @@ def test_config_file_and_cli_override(tmp_path, capsys):
     (["--data.skip_bad_rows", "prepare"], ["data.skip_bad_rows=true"], ["prepare"]),
     (["--data.skip_bad_rows", "false", "prepare"], ["data.skip_bad_rows=false"], ["prepare"]),
     (["--train.bf16"], ["train.bf16=true"], []),  # bool | None is a switch too
+    (["--train.bf16", "0"], ["train.bf16=0"], []),
 ])
 def test_split_overrides_forms(rest, overrides, words):
     assert cli.split_overrides(rest, {}) == (overrides, words)

@@ -89,7 +89,7 @@ def _value_follows(rest: list[str], i: int, key: str) -> bool:
     `--data.skip_bad_rows prepare` is the switch and a sub-word."""
     if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
         return False
-    return not is_switch(key) or rest[i + 1].lower() in ("true", "false", "yes", "no", "on", "off", "null")
+    return not is_switch(key) or rest[i + 1].lower() in ("true", "false", "yes", "no", "on", "off", "1", "0", "null")
 
 
 def split_overrides(rest: list[str], aliases: dict[str, str]) -> tuple[list[str], list[str]]:
