@@ -12,13 +12,15 @@ is resolved against the spec's folder, so a spec submits the same files from any
 Ray >= 2.60 token auth: with RAY_AUTH_MODE=token the client sends the token found in RAY_AUTH_TOKEN,
 RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token. The address defaults to RAY_API_SERVER_ADDRESS / RAY_ADDRESS /
 http://127.0.0.1:8265, as for `ray job submit`.
-Exit status: 0 once submitted, or with --follow once the job SUCCEEDED; 1 when it failed or was stopped.
+Exit status: 0 once submitted, or with --follow once the job SUCCEEDED; 1 when it failed or was stopped; 2 when
+the cluster cannot be reached or the two sides disagree on the token (one line saying which side needs it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 import time
@@ -76,6 +78,31 @@ def follow(client, job_id: str) -> int:
     return 0 if status == JobStatus.SUCCEEDED else 1
 
 
+def client_error(e: BaseException, address: str | None) -> str | None:
+    """One line for what a submission meets before any job runs, from the exceptions Ray 2.60's
+    JobSubmissionClient raises (ray.exceptions.AuthenticationError, whose text carries the HTTP answer and a
+    paragraph of advice; ConnectionError); None for anything else."""
+    from ray.exceptions import AuthenticationError
+
+    where = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+             or "http://127.0.0.1:8265")
+    token = "the head's token in RAY_AUTH_TOKEN (or a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)"
+    if isinstance(e, AuthenticationError):
+        if e.message.startswith("Authentication required"):  # 401: the head has token auth, no token came
+            return (f"the Ray cluster at {where} requires a token and this side sent none: "
+                    f"export RAY_AUTH_MODE=token, with {token}")
+        if e.message.startswith("Authentication failed"):  # 403: a token came, not the head's
+            return (f"the Ray cluster at {where} refused this side's token: it is not the head's "
+                    f"(`ray get-auth-token` on the head prints it); put {token}")
+        if "find an authentication token" in e.message:  # raised here, before any request
+            return ("this side has RAY_AUTH_MODE=token but no token: give it " + token + "; a head without "
+                    "token auth needs none, so unset RAY_AUTH_MODE")
+        return f"token authentication with the Ray cluster at {where} failed: {e.message.splitlines()[0]}"
+    if isinstance(e, ConnectionError):
+        return f"no Ray dashboard answers at {where}: is the head up (and its port 8265 forwarded)?"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # words for the entrypoint, kept verbatim
@@ -91,10 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.spec, extra)
     if args.submission_id:
         spec["submission_id"] = args.submission_id
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(args.address)
-    job_id = client.submit_job(**spec)
+    try:
+        client = JobSubmissionClient(args.address)  # checks the connection (and the token) already
+        job_id = client.submit_job(**spec)
+    except (AuthenticationError, ConnectionError) as e:
+        print(f"submit.py: error: {client_error(e, args.address)}", file=sys.stderr)
+        return 2
     address = f" --address {args.address}" if args.address else ""
     print(f"submitted {job_id}: {spec['entrypoint']}")
     print(f"  follow: ray job logs{address} --follow {job_id}")

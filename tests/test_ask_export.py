@@ -51,10 +51,12 @@ def run_dir(tmp_path_factory, tiny_t5) -> Path:
     cfg = load_config(overrides=["data.name=arc", "data.path=/data/ARC-Challenge", "teacher.model=teacher-7b",
                                  "sft.mode=analyze_summarize", "student.max_new_tokens=24", "reflect.beta=0.3"])
     (run / "config.yaml").write_text(dump_config(cfg))
-    for name, acc, sc, n, k in (("valid-sft", 0.25, 0.3, 40, 1), ("test-final", 0.375, 0.5, 40, 5)):
+    evals = (("valid-sft", 0.25, 0.3, 40, 1, run / "sft" / "best"),
+             ("test-final", 0.375, 0.5, 40, 5, run / "reflect" / "iter_1" / "best"))
+    for name, acc, sc, n, k, model in evals:
         (run / "eval" / name).mkdir(parents=True)
         (run / "eval" / name / "summary.json").write_text(json.dumps(
-            {"accuracy": acc, "sc_accuracy": sc, "n": n, "samples": k, "split": name}))
+            {"accuracy": acc, "sc_accuracy": sc, "n": n, "samples": k, "split": name, "model": str(model)}))
     return run
 
 
@@ -164,11 +166,11 @@ def test_export_writes_a_loadable_folder_with_a_model_card(run_dir, tmp_path):
                  "| valid-sft | 25.0% | 30.0% | 40 | 1 |", "| test-final | 37.5% | 50.0% | 40 | 5 |",
                  "| 1 | 12 | 30 | 40.0% |", "| 2 | 1 | 0 | stopped: too few preference pairs to train |",
                  "(A) fridge (B) oven (C) shelf\nAnalyze: For option A,", "\nSummarize:",
-                 "So the answer is option A.", f"tinythinker ask --model {out}", "AutoModelForSeq2SeqLM",
-                 "pipeline_tag: text2text-generation"):
+                 "So the answer is option A.", "tinythinker ask --model path/to/model", "AutoModelForSeq2SeqLM"):
         assert text in card, text
+    assert str(out) not in card and str(run_dir) not in card  # the card travels: no local folder in it
     # the card's usage snippet runs as written, on the exported folder, with the chain's exact prompts
-    snippet = card.split("```python\n")[1].split("```")[0]
+    snippet = card.split("```python\n")[1].split("```")[0].replace("path/to/model", str(out))
     namespace: dict = {}
     exec(compile(snippet, str(out / "README.md"), "exec"), namespace)
     assert namespace["q"] + "\nRecall:" == recall_input(EXAMPLE)
@@ -177,6 +179,44 @@ def test_export_writes_a_loadable_folder_with_a_model_card(run_dir, tmp_path):
     (out / "stale.txt").write_text("x")
     assert cli.main(["export", f"--run_dir={run_dir}", str(out)]) == 0
     assert not (out / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+def test_model_card_metadata_passes_huggingface_hub_validation(run_dir, tmp_path):
+    """The hub's own check (ModelCard.validate) is a request to huggingface.co; offline, the same library parses
+    the card as the hub client does: ModelCard.load validates the YAML header and the model-index (it raises
+    on a bad one), and model_index_to_eval_results reads the results back in the hub's format."""
+    from huggingface_hub import ModelCard, metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    out = tmp_path / "exported"
+    assert cli.main(["export", f"--run_dir={run_dir}", str(out)]) == 0
+    card = ModelCard.load(out / "README.md")  # ignore_metadata_errors=False: an invalid header raises
+    meta = metadata_load(out / "README.md")
+    assert (meta["library_name"], meta["pipeline_tag"], meta["license"]) == (
+        "transformers", "text2text-generation", "mit")  # the run's student: tiny-t5, this project's random init
+    assert "base_model" not in meta
+    assert {"tinythinker", "distillation"} <= set(meta["tags"]) and meta["metrics"] == ["accuracy"]
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == card.data.model_name == "TinyThinker student for arc"
+    # only the exported checkpoint's evaluation (test-final, of reflect/iter_1/best), with its vote of 5 chains
+    assert [(r.dataset_split, r.metric_type, r.metric_value) for r in results] == [
+        ("test", "accuracy", 0.375), ("test", "accuracy", 0.5)]
+    assert all(r.task_type == "multiple-choice" and r.dataset_name == "arc" for r in results)
+
+
+@pytest.mark.parametrize("spec, base, license_", [
+    ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
+    ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "apache-2.0"),
+    ("tiny-t5", None, "mit"),
+    ("/models/mine", None, "other"),
+])
+def test_model_card_names_a_hub_base_model_and_its_licence(tmp_path, spec, base, license_):
+    from tinythinker_ray.export import card_data
+
+    settings = yaml.safe_load(dump_config(load_config(overrides=[f"student.model={spec}", "data.name=obqa"])))
+    data = card_data(tmp_path, tmp_path / "sft" / "best", settings, seq2seq=False)
+    assert (data.base_model, data.license) == (base, license_)
+    assert data.datasets == ["allenai/openbookqa"] and data.eval_results is None  # no evaluation in the run
 
 
 def test_export_default_folder_and_refusals(run_dir, tmp_path, tiny_t5, monkeypatch, capsys):

@@ -8,9 +8,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shlex
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,18 @@ def parse_command(entrypoint: str, root: Path) -> tuple[str, Config, Path]:
     overrides, _ = cli.split_overrides(rest, cli.COMMANDS[command][2])
     assert config_file.is_file(), f"{config_file} does not exist"
     return command, load_config(config_file, overrides), config_file
+
+
+def _data_reaches_the_cluster(cfg: Config, uploaded: Path | None) -> None:
+    """The driver on the cluster can read data.path: the embedded sample, object storage, or a relative folder
+    inside the working dir the job uploads (which Ray sends without its .gitignored files)."""
+    path = cfg.data.path
+    if path is None or "://" in path:
+        return
+    assert uploaded is not None, f"data.path {path} is read on the cluster, but nothing uploads it there"
+    assert not Path(path).is_absolute() and ".." not in Path(path).parts, f"{path} is outside the working dir"
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=uploaded, capture_output=True)
+    assert ignored.returncode == 1, f"{path} is .gitignored: Ray's working_dir upload leaves it out"
 
 
 def _bundles(cfg: Config) -> list[tuple[str, float, float]]:
@@ -189,6 +204,7 @@ def test_job_spec_runs_its_preset_on_the_cluster(path):
     # Inside a Ray job the driver must join the cluster: "local" would start a second, GPU-less Ray on the head.
     assert cfg.cluster.address == "auto"
     assert cfg.run_dir.endswith(f"/{path.stem}") and "TINYTHINKER_RUNS" in cfg.run_dir
+    _data_reaches_the_cluster(cfg, uploaded=working_dir)
     env_vars = spec["runtime_env"].get("env_vars", {})
     assert all(isinstance(v, str) for v in env_vars.values()), "Ray accepts only string env_vars"
     assert not [k for k in env_vars if SECRET_NAME.search(k)], "secrets come from the cluster"
@@ -220,6 +236,48 @@ def test_load_spec_appends_words_and_rejects_unknown_keys(tmp_path):
     bad.write_text("entrypoint: tinythinker run\nentrypoint_cpus: 1\n")
     with pytest.raises(SystemExit, match="entrypoint_cpus"):
         submit.load_spec(bad)
+
+
+def _submit_py(env: dict, address: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH"))}
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / "submit.py"), str(ROOT / "jobs" / "local-tiny.yaml"),
+                           "--address", address], env=base | env, capture_output=True, text=True, timeout=120)
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_submit_py_in_token_mode_without_a_token_says_so_in_one_line(tmp_path):
+    """Ray raises this on the client before any request, so no head is needed; a head with token auth (401,
+    403) is tests/test_job_submit.py's."""
+    address = _closed_port()
+    r = _submit_py({"RAY_AUTH_MODE": "token", "HOME": str(tmp_path)}, address)  # no ~/.ray/auth_token there
+    assert r.returncode == 2 and r.stdout == "", r.stderr[-2000:]
+    assert r.stderr.splitlines()[-1].startswith("submit.py: error: this side has RAY_AUTH_MODE=token but no token")
+    assert "Traceback" not in r.stderr and "unset RAY_AUTH_MODE" in r.stderr
+    r = _submit_py({"HOME": str(tmp_path)}, address)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == (f"submit.py: error: no Ray dashboard answers at "
+                                                               f"{address}: is the head up (and its port 8265 "
+                                                               "forwarded)?")
+
+
+@pytest.mark.parametrize("status, body, says", [
+    (401, "Unauthorized: Missing authentication token",
+     "the Ray cluster at http://h:8265 requires a token and this side sent none: export RAY_AUTH_MODE=token"),
+    (403, "Forbidden: Invalid authentication token",
+     "the Ray cluster at http://h:8265 refused this side's token: it is not the head's"),
+])
+def test_submit_py_maps_the_heads_answers_to_which_side_needs_the_token(status, body, says):
+    """The exception JobSubmissionClient raises for a 401 / 403, made by Ray's own formatter."""
+    from ray._private.authentication.http_token_authentication import format_authentication_http_error
+    from ray.exceptions import AuthenticationError
+
+    line = _submit_module().client_error(AuthenticationError(format_authentication_http_error(status, body)),
+                                         "http://h:8265")
+    assert line.startswith(says) and "\n" not in line
 
 
 # ----- Ray autoscaler configs ----------------------------------------------------------------------------------
@@ -348,6 +406,9 @@ def test_kuberay_rayjob():
     yaml.safe_load(spec["runtimeEnvYAML"])
     command, cfg, _ = parse_command(spec["entrypoint"], ROOT)
     assert command == "run" and cfg.cluster.address == "auto"
+    # no working dir is uploaded (runtimeEnvYAML has none) and the image holds no benchmark: the bucket's data
+    assert "working_dir" not in yaml.safe_load(spec["runtimeEnvYAML"])
+    _data_reaches_the_cluster(cfg, uploaded=None)
     # The submitter pod runs `ray job submit -- <entrypoint>` through bash: a $VARIABLE would expand there.
     assert "$" not in spec["entrypoint"] and cfg.run_dir != Config().run_dir
 

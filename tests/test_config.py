@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tinythinker_ray.config import Config, dump_config, load_config, parse_override, with_overrides
+from tinythinker_ray.config import (
+    KEYS,
+    Config,
+    commented_yaml,
+    dump_config,
+    load_config,
+    parse_override,
+    presets,
+    with_overrides,
+)
 from tinythinker_ray.errors import ConfigError
 
 
@@ -39,6 +48,14 @@ def test_naming_a_dataset_gives_the_authors_teacher_settings_unless_set(name, sh
     ("--eval.limit=7", ("eval.limit", 7)),
     ("data.path=", ("data.path", "")),
     ("student.model=a=b", ("student.model", "a=b")),  # only the first '=' splits
+    # a text key keeps the value as written: YAML would read 007 as 7, 1e3 as a string, yes as true
+    ("data.path=007", ("data.path", "007")),
+    ("student.model=1e3", ("student.model", "1e3")),
+    ("run_dir=yes", ("run_dir", "yes")),
+    ("sft.mode=null", ("sft.mode", "null")),  # not optional: 'null' is just a (wrong) mode name
+    ("sft.scheduler=linear", ("sft.scheduler", "linear")),
+    ("data.adapter.index_base=1", ("data.adapter.index_base", 1)),  # a choice among numbers: a number
+    ("data.adapter.columns.option_columns=[a, b]", ("data.adapter.columns.option_columns", ["a", "b"])),
 ])
 def test_parse_override(item, expected):
     assert parse_override(item) == expected
@@ -77,6 +94,11 @@ def test_empty_yaml_is_defaults(tmp_path):
     ("sft.warmup=2", ["'sft.warmup'", "less than or equal to 1"]),
     ("reflect.samples=0", ["'reflect.samples'", "greater than or equal to 1"]),
     ("sft=3", ["'sft'"]),
+    # a misspelt key names the nearest ones: in its own section, else anywhere in the tree
+    ("sft.lrr=1", ["unknown config key 'sft.lrr'; did you mean 'sft.lr'?"]),
+    ("sftt.lr=1", ["unknown config key 'sftt'; did you mean 'sft'?"]),
+    ("data.adapter.colums.id=x", ["did you mean 'data.adapter.columns'?"]),
+    ("sft.temperature=1", ["did you mean 'teacher.temperature', 'reflect.temperature' or 'eval.temperature'?"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as e:
@@ -99,7 +121,10 @@ def test_overriding_inside_a_scalar(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("sft: [unclosed", "not valid YAML"),
+    # one line: file, line and column, what is wrong, and where the unclosed thing began
+    ("sft: [unclosed", r"c.yaml:1:15: not valid YAML: expected ',' or '\]', but got '<stream end>' "
+                       r"\(while parsing a flow sequence at 1:6\)$"),
+    ("sft:\n\tlr: 1\n", r"c.yaml:2:1: not valid YAML: found character '\\t' that cannot start any token"),
     ("- a\n- b\n", "top level must be a mapping"),
     ("sft:\n  lrr: 1\n", "unknown config key 'sft.lrr'"),
 ])
@@ -111,7 +136,7 @@ def test_bad_files(tmp_path, text, words):
 
 
 def test_missing_or_unreadable_file(tmp_path):
-    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"config file not found: .*nope.yaml \(presets: csqa-t5-base, "):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(tmp_path)  # a folder
@@ -140,3 +165,39 @@ def test_assignment_is_validated():
     c = Config()
     with pytest.raises(ValueError):
         c.sft.lr = -1.0
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError) as e:
+        load_config("nosuch")
+    assert str(e.value) == (f"unknown preset 'nosuch' (presets: {', '.join(presets())}; or the path of a YAML "
+                            "file)")
+    assert set(presets()) == {"csqa-t5-base", "local-tiny", "obqa-qwen-0.5b", "strategyqa-smollm2"}
+
+
+def test_presets_are_described_by_their_first_sentence():
+    described = presets()
+    assert described["local-tiny"].startswith("A CPU laptop") and described["local-tiny"].endswith("sample.")
+    # a sentence that wraps onto a second comment line is joined, and stops at its period
+    assert described["strategyqa-smollm2"].endswith("as the teacher on vLLM (tensor parallel 2).")
+
+
+def test_every_key_has_a_description():
+    missing = [k for k, f in KEYS.items() if not (f.description or "").strip()]
+    assert not missing and len(KEYS) > 150
+    assert "\n" not in "".join(f.description for f in KEYS.values())  # one line each, as --help prints them
+
+
+@pytest.mark.parametrize("preset", [None, "local-tiny", "obqa-qwen-0.5b"])
+def test_commented_yaml_loads_back_and_describes_every_key(preset, tmp_path):
+    cfg = load_config(preset, ["data.path=007", "data.adapter.format=csv", "sft.lr=5e-6"])
+    text = commented_yaml(cfg)
+    (tmp_path / "shown.yaml").write_text(text)
+    assert load_config(tmp_path / "shown.yaml") == cfg  # what `config show` prints is a config file
+    assert "  path: '007'  # " in text and "  lr: 5.0e-06  # AdamW learning rate" in text
+    lines = text.splitlines()
+    for key, field in KEYS.items():
+        name = key.rsplit(".", 1)[-1]
+        indent = "  " * key.count(".")
+        assert any(ln.startswith(f"{indent}{name}:") and ln.endswith(f"  # {field.description}")
+                   for ln in lines), key

@@ -204,3 +204,17 @@ def test_submit_py_exits_nonzero_when_the_job_fails(ray_head, tmp_path):
                         "--data.name", "nosuchbench")
     assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
     assert "FAILED" in failed.stdout and "nosuchbench" in failed.stdout  # our error, streamed from the job's log
+
+
+@pytest.mark.parametrize("auth, says", [
+    ({}, "requires a token and this side sent none: export RAY_AUTH_MODE=token"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token-" * 3}, "refused this side's token"),
+])
+def test_submit_py_says_which_side_needs_the_token(ray_head, tmp_path, auth, says):
+    env = {k: v for k, v in ray_head.env.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)} | auth
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "submit.py"), str(_spec(tmp_path, tmp_path / "runs")),
+                        "--address", ray_head.address], env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f"submit.py: error: the Ray cluster at {ray_head.address} {says}"), r.stderr[-2000:]
+    assert last.endswith("RAY_AUTH_TOKEN (or a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")

@@ -47,6 +47,8 @@ def _pct(v) -> str:
     return f"{v:.1%}" if isinstance(v, (int, float)) else "-"
 
 
+# Snippets name a placeholder, not the folder this export went to: the card travels with the model (to the hub).
+PLACEHOLDER = "path/to/model"
 USAGE_SEQ2SEQ = """\
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -79,24 +81,110 @@ analyses = " ".join(f"For option {x}, " + dot(gen(f"{q}\\nRecall: {recall}\\nAna
 print(gen(f"{q}\\nRecall: {recall}\\nAnalyze: {analyses}\\nSummarize:"))  # "So the answer is option A."
 """
 
+# Base students whose hub name and license are known: the built-in converted from SmolLM2 and the presets'
+# students. A randomly initialised built-in (tiny-t5, tiny-llama) has no base; its weights are this project's (MIT).
+BASES = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0", "HuggingFaceTB/SmolLM2-360M-Instruct": "apache-2.0",
+            "google-t5/t5-base": "apache-2.0", "Qwen/Qwen2.5-0.5B-Instruct": "apache-2.0",
+            "tiny-t5": "mit", "tiny-llama": "mit"}
+SPLITS = {"valid": "validation", "test": "test", "train": "train"}
 
-def model_card(run: Path, source: Path, out: Path, settings: dict, *, seq2seq: bool, arch: str) -> str:
-    """README.md of the export: everything from the run directory, nothing from the environment."""
+
+def base_model(spec: str | None) -> str | None:
+    """The student's hub name, if it started from one: never a local path, which means nothing elsewhere."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from .models import BUILTINS
+
+    spec = BASES.get(spec, spec)
+    if not spec or spec in BUILTINS or Path(spec).exists():  # random-init built-ins, local folders: no hub base
+        return None
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return None
+    return spec
+
+
+def dataset_id(settings: dict) -> str | None:
+    """The training data's hub dataset id, where there is one."""
+    from .data.loaders import HUB_NAMES
+
+    name = _setting(settings, "data.name")
+    if _setting(settings, "data.adapter.format") == "hub":
+        return _setting(settings, "data.path")
+    return HUB_NAMES.get(name)
+
+
+def _evaluates(summary: dict, source: Path, run: Path) -> bool:
+    """Whether an evaluation was of the exported checkpoint (its path may be another mirror of the run)."""
+    rel = source.relative_to(run).parts if source.is_relative_to(run) else source.parts
+    return Path(str(summary.get("model", ""))).parts[-len(rel):] == rel
+
+
+def eval_results(run: Path, source: Path, settings: dict) -> list:
+    """The exported checkpoint's evaluations as the hub's model-index entries: accuracy, and the
+    self-consistency vote when a question got several chains."""
+    from huggingface_hub import EvalResult
+
+    name = _setting(settings, "data.name") or "multiple-choice"
+    results = []
+    for path in (ev.summary for ev in RunDir(run).evals() if ev.summary.exists()):
+        summary = json.loads(path.read_text())
+        if not _evaluates(summary, source, run) or not isinstance(summary.get("accuracy"), (int, float)):
+            continue
+        common = {"task_type": "multiple-choice", "task_name": "Multiple Choice",
+                  "dataset_type": dataset_id(settings) or name, "dataset_name": name,
+                  "dataset_split": SPLITS.get(path.parent.name.split("-")[0], path.parent.name),
+                  "metric_type": "accuracy"}
+        results.append(EvalResult(**common, metric_value=summary["accuracy"],
+                                  metric_name=f"accuracy ({path.parent.name})"))
+        if (summary.get("samples") or 1) > 1 and isinstance(summary.get("sc_accuracy"), (int, float)):
+            results.append(EvalResult(**common, metric_value=summary["sc_accuracy"],
+                                      metric_name=f"self-consistency accuracy, {summary['samples']} chains "
+                                                  f"({path.parent.name})"))
+    return results
+
+
+def card_data(run: Path, source: Path, settings: dict, *, seq2seq: bool):
+    """The card's metadata, in huggingface_hub's own types (so the hub reads it as it writes it)."""
+    from huggingface_hub import ModelCardData
+
+    spec = _setting(settings, "student.model")
+    base = base_model(spec)
+    license_ = LICENSES.get(base or spec)
+    data = dataset_id(settings)
+    results = eval_results(run, source, settings)
+    return ModelCardData(
+        library_name="transformers", pipeline_tag="text2text-generation" if seq2seq else "text-generation",
+        license=license_ or "other", license_name=None if license_ else "see-base-model-and-data",
+        base_model=base, datasets=[data] if data else None, metrics=["accuracy"] if results else None,
+        tags=["tinythinker", "reasoning", "multiple-choice", "distillation"],
+        model_name=f"TinyThinker student for {_setting(settings, 'data.name') or 'multiple-choice'}",
+        eval_results=results or None)
+
+
+def model_card(run: Path, source: Path, settings: dict, *, seq2seq: bool, arch: str) -> str:
+    """README.md of the export: huggingface_hub metadata and a body built from the run directory only, nothing
+    from the environment."""
+    from huggingface_hub import ModelCard
+
     def rows(keys: list[tuple[str, str]]) -> str:
         # str(): the report's tables round floats to 3 places, which would print a 5e-6 learning rate as 0.000
         return _table(["setting", "value"], [[label, str(_setting(settings, key))] for label, key in keys
                                              if _setting(settings, key) is not None])
 
+    data = card_data(run, source, settings, seq2seq=seq2seq)
     name = _setting(settings, "data.name") or "a multiple-choice benchmark"
     parts = [
-        "---\nlibrary_name: transformers\n"
-        f"pipeline_tag: {'text2text-generation' if seq2seq else 'text-generation'}\n"
-        "tags: [tinythinker, reasoning, multiple-choice, distillation]\n---\n",
         f"# TinyThinker student for {name}\n",
         f"A {arch} trained with the TinyThinker method (NAACL 2025) by tinythinker-ray: a teacher LLM's "
         "rationales become Recall / Analyze / Summarize training rows (phase 1: three-stage SFT), then the "
         "student learns from preference pairs of its own generations (phase 2: iterative DPO + NLL). "
-        f"Exported from `{source.relative_to(run) if source.is_relative_to(run) else source}` of run `{run}`.\n",
+        f"Exported from the run's `{source.relative_to(run) if source.is_relative_to(run) else source.name}`.\n",
+        ("" if data.license != "other" else "License: the base model's and the training data's terms apply "
+         "(and the teacher's, for its rationales).\n"),
         "## Data\n", rows([("dataset", "data.name"), ("path", "data.path"), ("split seed", "data.seed"),
                            ("max training questions", "data.max_train")]),
         "\n## Teacher\n", rows([("backend", "teacher.backend"), ("model", "teacher.model"),
@@ -133,11 +221,13 @@ def model_card(run: Path, source: Path, out: Path, settings: dict, *, seq2seq: b
         "Inputs and the summary target, for one question:\n",
         f"```text\n{mode_sample(EXAMPLE, get_mode(_setting(settings, 'sft.mode') or FULL))}\n```",
         "\n## Usage\n",
-        f"```bash\ntinythinker ask --model {out} \"Where do you keep milk?\" fridge oven shelf\n```\n",
+        f"`{PLACEHOLDER}` is this folder, or its name on the hub.\n",
+        f"```bash\ntinythinker ask --model {PLACEHOLDER} \"Where do you keep milk?\" fridge oven shelf\n```\n",
         "With transformers alone:\n",
-        "```python\n" + (USAGE_SEQ2SEQ if seq2seq else USAGE_CAUSAL).format(out=out) + USAGE_CHAIN + "```\n",
+        "```python\n" + (USAGE_SEQ2SEQ if seq2seq else USAGE_CAUSAL).format(out=PLACEHOLDER) + USAGE_CHAIN
+        + "```\n",
     ]
-    return "\n".join(parts)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(p for p in parts if p)))
 
 
 def assert_no_secrets(text: str) -> None:
@@ -161,7 +251,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     gen = model.generation_config
     gen.max_new_tokens = _setting(settings, "student.max_new_tokens") or gen.max_new_tokens
     gen.pad_token_id, gen.eos_token_id = tok.pad_token_id, tok.eos_token_id
-    card = model_card(run, source, out, settings, seq2seq=seq2seq, arch=type(model).__name__)
+    card = model_card(run, source, settings, seq2seq=seq2seq, arch=type(model).__name__)
     assert_no_secrets(card)
 
     with atomic_dir(out) as tmp:  # a previous export is replaced only once this one is whole

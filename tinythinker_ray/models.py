@@ -9,6 +9,7 @@ A spec is an HF folder, a hub name (where a network exists), or a built-in:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def is_seq2seq(config) -> bool:
 
 
 def resolve_model(spec: str) -> str:
-    """Spec -> something `from_pretrained` accepts. Built-ins are materialised once under the cache."""
+    """Spec -> something `from_pretrained` accepts: a built-in (materialised once under the cache), an HF folder,
+    or a hub name the hub has. Anything else is one ConfigError naming the spec and the built-ins, before any
+    library gets to print a page about repo ids or an unreachable hub."""
     if spec in ("tiny-t5", "tiny-llama"):
         out = cache_root() / spec
         if not (out / "config.json").exists():
@@ -38,7 +41,40 @@ def resolve_model(spec: str) -> str:
         if not (out / "config.json").exists():
             import_smollm2(out)
         return str(out)
-    return spec
+    if Path(spec).is_dir():
+        if not (Path(spec) / "config.json").exists():
+            raise ConfigError(f"model folder {spec} holds no config.json: not a Hugging Face model folder")
+        return spec
+    if Path(spec).exists():  # a single file (a GGUF): the engine decides
+        return spec
+    return hub_model(spec)
+
+
+@functools.cache
+def hub_model(name: str) -> str:
+    """A hub name, passed on if the hub has it (or it was downloaded before); else one line saying why not."""
+    from huggingface_hub import HfApi, constants, errors, try_to_load_from_cache
+    from huggingface_hub.utils import validate_repo_id
+
+    not_local = f"model '{name}' is neither a folder nor a built-in ({', '.join(BUILTINS)})"
+    try:
+        validate_repo_id(name)
+    except errors.HFValidationError:
+        raise ConfigError(not_local) from None
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name  # in the local HF cache: loads without the network
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"{not_local}; as a hub name it cannot be reached: HF_HUB_OFFLINE is set")
+    try:
+        HfApi().model_info(name, timeout=15)
+    except errors.GatedRepoError:
+        return name  # it exists; HF_TOKEN decides at download
+    except errors.RepositoryNotFoundError:
+        raise ConfigError(f"{not_local}, nor a model on {constants.ENDPOINT} (private ones need HF_TOKEN)") from None
+    except Exception as e:  # no network, DNS, proxy, timeout: httpx and hub errors alike, each pages long
+        raise ConfigError(f"{not_local}; as a hub name it cannot be reached ({constants.ENDPOINT}: "
+                          f"{type(e).__name__})") from None
+    return name
 
 
 # The three-stage vocabulary, in every tiny tokenizer whatever text it is trained on.

@@ -20,6 +20,8 @@ def _json(path: Path) -> dict | None:
 
 def _table(headers: list[str], rows: list[list]) -> str:
     def cell(v):
+        if v is None or v == "":  # a value the run did not record: an empty cell reads as a broken table
+            return "-"
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -30,6 +32,28 @@ def _table(headers: list[str], rows: list[list]) -> str:
 def _rounds(run: RunDir) -> list[dict]:
     """The record of every finished reflect round, in round order."""
     return [rec for it in run.rounds() if (rec := _json(it.record))]
+
+
+# The teacher's nested stats (teach/stats.json) as tables: what the first column holds and a header per inner key,
+# so no table is headed "rows | rows | written".
+NESTED = {"rows": ("stage", {"rows": "rows built", "written": "rows written (deduplicated)"}),
+          "dropped": ("reason", {"count": "samples dropped"}),
+          "rounds": ("round", {"questions": "questions asked", "samples": "samples", "parsed": "parsed"})}
+
+
+def _nested_table(name: str, value: dict | list) -> str:
+    """{stage: {rows, written}}, {reason: n} or [{round, questions, ...}] as a table that says what it counts."""
+    first, headers = NESTED.get(name, (name, {}))
+    if isinstance(value, list):  # one row per item, keyed by its first column
+        value = {row.get(first, i): {k: v for k, v in row.items() if k != first} for i, row in enumerate(value)}
+    inner = list(dict.fromkeys(k for v in value.values() if isinstance(v, dict) for k in v)) or ["count"]
+    rows = [[key, *(v.get(k) for k in inner)] if isinstance(v, dict) else [key, v] for key, v in value.items()]
+    return _table([first, *(headers.get(k, k) for k in inner)], rows)
+
+
+def _loss_at(metrics: list[dict], step: int) -> float | None:
+    """The training loss last logged at or before `step` (eval rows carry none of their own)."""
+    return next((m["loss"] for m in reversed(metrics) if "loss" in m and m.get("step", 0) <= step), None)
 
 
 def plot(run: RunDir, out: Path) -> Path | None:
@@ -97,10 +121,8 @@ def write_report(run: RunDir | str | Path) -> Path:
         if shots := stats.get("fewshot"):  # where the teacher's few-shot examples came from, in one line
             parts.append(f"\nfew-shot examples: {shots['examples']}, {shots['source']} ({shots['origin']})")
         for k, v in stats.items():
-            if isinstance(v, dict) and v and k != "fewshot":  # one level of nesting: {"length": 9} or {"recall": {"rows": ..}}
-                flat = [[a, *(b.values() if isinstance(b, dict) else [b])] for a, b in v.items()]
-                inner = next((list(b) for b in v.values() if isinstance(b, dict)), ["count"])
-                parts += [f"\n{k}:", _table([k, *inner], flat)]
+            if isinstance(v, (dict, list)) and v and k != "fewshot":
+                parts += [f"\n{k}:", _nested_table(k, v)]
     evals = []
     for ev in run.evals():
         if not (e := _json(ev.summary)):
@@ -113,8 +135,8 @@ def write_report(run: RunDir | str | Path) -> Path:
     points = [m for m in metrics if "val_accuracy" in m]
     if points:
         parts += ["\n## Phase 1 evaluation points",
-                  _table(["step", "val accuracy", "loss"], [[m.get("step"), m["val_accuracy"], m.get("loss", "")]
-                                                           for m in points])]
+                  _table(["step", "val accuracy", "train loss (last logged)"],
+                         [[m.get("step"), m["val_accuracy"], _loss_at(metrics, m.get("step", 0))] for m in points])]
     rounds = _rounds(run)
     if rounds:
         parts += ["\n## Reflection rounds", _table(
@@ -126,7 +148,9 @@ def write_report(run: RunDir | str | Path) -> Path:
         parts += [f"\n![accuracy and margins]({png.name})"]
     steps = run.manifest.data["steps"]
     if steps:
-        parts += ["\n## Steps", _table(["step", "seconds"], [[k, v.get("seconds", "")] for k, v in steps.items()])]
+        # a reflect round keeps its seconds in its record; a driver's own mark (sft) has none: "-"
+        parts += ["\n## Steps", _table(["step", "seconds"], [[k, v.get("seconds", (v.get("record") or {}).get(
+            "seconds"))] for k, v in steps.items()])]
     parts += ["\n## Example chains (test)", _examples(run)]
     atomic_write_text(run.report, "\n".join(parts) + "\n")
     return run.report

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +34,10 @@ def atomic_open(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
     ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Exclusive like mkstemp, but created 0666 so the umask decides (0644 under 022), as for any file a program
+    # writes: mkstemp's 0600 would leave run artifacts unreadable to the group and to a web server.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
@@ -60,6 +63,7 @@ def atomic_dir(dest: str | os.PathLike, *, keep_existing: bool = False) -> Itera
         yield tmp
         if dest.exists() and any(dest.iterdir()) and keep_existing:
             return
+        as_umask_allows(tmp)  # safetensors writes weights 0600: the folder gets the modes new files get
         if dest.exists():
             os.replace(dest, old)  # a folder cannot be renamed over a full one: the old one steps aside first
         try:
@@ -71,6 +75,29 @@ def atomic_dir(dest: str | os.PathLike, *, keep_existing: bool = False) -> Itera
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def umask() -> int:
+    """The process umask, read without changing it: Linux reports it in /proc/self/status (os.umask only sets it,
+    which for a moment would give files other threads create mode 0666)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_umask_allows(folder: str | os.PathLike) -> None:
+    """Give every file under `folder` the mode the umask gives a new file (0644 under 022): safetensors writes
+    model weights 0600, which would leave a shared run's or an export's model unreadable to the group."""
+    mode = 0o666 & ~umask()
+    for p in Path(folder).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -14,6 +14,7 @@ which case it is skipped and counted in `Splits.skipped`.
 from __future__ import annotations
 
 import json
+import os
 import random
 from importlib import resources
 from pathlib import Path
@@ -63,10 +64,43 @@ def load_dataset_cfg(data) -> Splits:
                           adapter=data.adapter)
 
 
+def local_copy(uri: str) -> str:
+    """data.path on object storage (s3://, gs://, any pyarrow filesystem URI) -> a local copy under the model
+    cache, fetched again at every load (benchmarks are megabytes), so a cluster's driver reads the data from the
+    bucket its runs go to; the loaders themselves read local files only."""
+    import hashlib
+    import shutil
+
+    from pyarrow import fs
+
+    from ..storage import cache_root
+
+    try:
+        filesystem, remote = fs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(remote)
+    except Exception as e:  # pyarrow: unknown scheme, no credentials, unreachable endpoint
+        raise DataError(f"cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}", file=uri,
+                        field="data.path") from None
+    if info.type == fs.FileType.NotFound:
+        raise DataError("no such file or folder", file=uri, field="data.path")
+    folder = cache_root() / "data" / hashlib.sha1(uri.encode()).hexdigest()[:16]
+    local, tmp = folder / info.base_name, folder / f".{info.base_name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    # copy_files makes the folders below a target folder, not the target itself
+    (tmp if info.type == fs.FileType.Directory else folder).mkdir(parents=True, exist_ok=True)
+    fs.copy_files(remote, str(tmp), source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
+    if local.is_dir():
+        shutil.rmtree(local)
+    os.replace(tmp, local)  # a reader of the previous copy never sees a half-written one
+    return str(local)
+
+
 def load_benchmark(name: str, path: str | None = None, *, seed: int = 42, skip_bad_rows: bool = False,
                    adapter=None) -> Splits:
-    """Load and split a benchmark. `path` None = the small sample embedded in the package. Preset names and
-    `generic` go to the adapter, with `adapter` (a config.AdapterConfig) on top."""
+    """Load and split a benchmark. `path` None = the small sample embedded in the package; a URI is read from
+    a local copy. Preset names and `generic` go to the adapter, with `adapter` (a config.AdapterConfig) on top."""
+    if path is not None and "://" in path:
+        path = local_copy(path)
     if name in PRESETS or name == "generic":
 
         return load_adapted(name, path, adapter, seed=seed, skip_bad_rows=skip_bad_rows)

@@ -66,6 +66,7 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
     from ..models import resolve_model
     from ..raylib import ensure_ray
 
+    model_path = resolve_model(model or cfg.student.model)  # a mistyped --model is one line, before any work
     run = RunDir(cfg.run_dir)
     teach, out = run.teach, run.sft
     mode = get_mode(cfg.sft.mode)
@@ -76,7 +77,6 @@ def sft(cfg: Config, model: str | None = None) -> FitResult:
     valid = read_questions(teach.questions("valid"))[: min(limits) if limits else None]
 
     ensure_ray(cfg)
-    model_path = resolve_model(model or cfg.student.model)
     datasets, sizes, cut = {}, {}, {}
     for s in stages:
         datasets[s], sizes[s], cut[s] = prepare_stage(
