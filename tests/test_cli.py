@@ -250,8 +250,8 @@ def test_config_show_prints_the_merged_config_with_descriptions(tmp_path):
     assert "  lr: 0.001  # AdamW learning rate" in r.stdout.splitlines()
     (tmp_path / "shown.yaml").write_text(r.stdout)
     assert load_config(tmp_path / "shown.yaml") == load_config("local-tiny", ["sft.lr=1e-3"])
-    module = subprocess.run([sys.executable, "-m", "tinythinker_ray.config", "--config", "local-tiny",
-                             "--sft.lr", "1e-3"], capture_output=True, text=True, timeout=120)
+    module = subprocess.run([sys.executable, "-m", "tinythinker_ray.config", "local-tiny", "sft.lr=1e-3"],
+                            capture_output=True, text=True, timeout=120)
     assert module.returncode == 0 and module.stdout == r.stdout  # python -m tinythinker_ray.config is the same
 
 

@@ -14,7 +14,8 @@ from tinythinker_ray import cli
 from tinythinker_ray.config import dump_config, load_config
 from tinythinker_ray.models import build_tiny, load_student
 from tinythinker_ray.report import write_report
-from tinythinker_ray.storage import Manifest, append_jsonl, atomic_write_text, write_jsonl
+from tinythinker_ray.rundir import RunDir
+from tinythinker_ray.storage import append_jsonl, atomic_write_text, write_jsonl
 from tinythinker_ray.train.loop import export_hf
 
 
@@ -38,7 +39,7 @@ def test_run_and_export_artifacts_follow_the_umask(mask, file_mode, dir_mode, um
     run = tmp_path / "run"
     shutil.copytree(tiny_t5, run / "sft" / "best")  # the phase-1 student (copied: its modes are the cache's)
     atomic_write_text(run / "config.yaml", dump_config(load_config(overrides=[f"run_dir={run}"])))
-    Manifest(run).mark("run/teach", seconds=1.0)
+    RunDir(run).manifest.mark("run/teach", seconds=1.0)
     write_jsonl(run / "teach" / "recall.jsonl", [{"input": "q", "target": "r"}])
     append_jsonl(run / "teach" / "replies.jsonl", [{"id": "q1"}])
     atomic_write_text(run / "eval" / "valid-sft" / "summary.json", json.dumps({"accuracy": 0.5, "n": 2}))

@@ -7,7 +7,8 @@ import json
 import re
 
 from tinythinker_ray.report import write_report
-from tinythinker_ray.storage import Manifest, append_jsonl, atomic_write_json
+from tinythinker_ray.rundir import RunDir
+from tinythinker_ray.storage import append_jsonl, atomic_write_json
 
 
 def _run(run):
@@ -29,7 +30,7 @@ def _run(run):
         "accuracy": 0.25, "lenient_accuracy": 0.5, "sc_accuracy": None, "n": 4, "samples": 1})
     atomic_write_json(run / "reflect" / "iter_1" / "record.json", {
         "round": 1, "recall_pairs": 6, "analyze_pairs": 0, "stopped": "too few preference pairs", "seconds": 3.5})
-    manifest = Manifest(run)
+    manifest = RunDir(run).manifest
     manifest.mark("run/teach", seconds=97.9)
     manifest.mark("sft", best_dir=str(run / "sft" / "best"), steps=40)  # the driver's own mark: no seconds
     manifest.mark("run/sft", best=str(run / "sft" / "best"), seconds=261.6)

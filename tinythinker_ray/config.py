@@ -543,9 +543,9 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(), sort_keys=False)
 
 
-if __name__ == "__main__":  # the same as `tinythinker config show`, overrides and --config included
+if __name__ == "__main__":  # `python -m tinythinker_ray.config [FILE_OR_PRESET] [key=value ...]`: as `config show`
     import sys
 
-    from .cli import main
-
-    sys.exit(main(["config", "show", *sys.argv[1:]]))
+    words = sys.argv[1:]
+    path = words.pop(0) if words and "=" not in words[0] else None
+    print(commented_yaml(load_config(path, words)).lstrip("\n"))
