@@ -54,7 +54,7 @@ def test_t5_greedy_on_hf_even_when_vllm_is_asked_and_resumes(tmp_path, tiny_t5, 
     assert len(questions) == N
     out_dir = tmp_path / "eval" / "test"
     summary = evaluate(cfg, tiny_t5, questions, "test", out_dir)
-    assert summary["backend"] == "hf" and "vLLM cannot run" in capsys.readouterr().out
+    assert summary["backend"] == "hf" and "which the vllm backend cannot run: using hf" in capsys.readouterr().out
     rows, summary = check_results(out_dir, questions, 1)
     assert summary["questions_per_s"] > 0 and summary["split"] == "test" and summary["model"] == tiny_t5
 

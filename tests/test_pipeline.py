@@ -74,6 +74,12 @@ def test_run_killed_midway_resumes_without_redoing_finished_steps(tiny_t5, tmp_p
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "teach: done already" in second.stdout and "sft: done already" in second.stdout
+    # a quiet console: the method's own lines only; the engines' logs are in the run's logs/ (console.py)
+    printed = (second.stdout + second.stderr).splitlines()
+    assert len(printed) <= 40 and not [ln for ln in printed if "WARNING" in ln or "Traceback" in ln], printed
+    logs = run / "logs"
+    assert {"run.log", "eval-test-final.log", "reflect.log"} <= {p.name for p in logs.glob("*.log")}
+    assert (logs / "ray").is_symlink() and any((logs / "ray").glob("raylet*"))  # the workers' own logs
     steps = _manifest(run)
     for step in ("run/teach", "run/sft"):
         assert steps[step] == done_before[step]  # recorded once, not redone

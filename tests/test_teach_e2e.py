@@ -98,14 +98,20 @@ def test_vllm_constrained_replies_make_datasets(tmp_path, tiny_llama, ray_local)
     run = Path(cfg.run_dir)
     questions = load_benchmark("csqa").train[:N_QUESTIONS]
     by_id = {q.id: q for q in questions}
-    assert all(ln["regex"] == prompt.constraint_regex(by_id[ln["qid"]], 30) for ln in replies(run))
-    # the regex forces the format and the gold answer: every sample parses, nothing is relabelled
-    assert stats["parsed"] == stats["samples"] == 2 * N_QUESTIONS and stats["relabelled"] == 0
-    assert stats["kept"] == 2 * N_QUESTIONS and stats["questions_full"] == N_QUESTIONS
-    assert stats["retries"] == 0 and len(stats["rounds"]) == 1
+    lines = replies(run)
+    assert all(ln["regex"] == prompt.constraint_regex(by_id[ln["qid"]], 30) for ln in lines)
+    # the regex fixes the shape, not the verdicts (the teacher's own, as GPT-4o's): every reply has the shape, and
+    # what the filters drop is a reply that calls no option or several options correct
+    for ln in lines:
+        for c in ln["completions"]:
+            assert c["finish_reason"] == "length" or re.fullmatch(ln["regex"], c["text"]), c["text"]
+    assert set(stats["dropped"]) <= {"no_correct_option", "multiple_correct", "length"}
+    assert stats["parsed"] + sum(stats["dropped"].values()) == stats["samples"]
+    assert stats["consistent"] + stats["inconsistent"] == stats["parsed"] > 0
+    # a question whose parsed replies all name another option is relabelled, and its rows carry the new label
     assert_well_formed(run, stats, questions)
-    assert stats["rows"]["analyze"]["written"] == sum(2 * len(q.options) for q in questions)
-    assert all(r["label"] == by_id[r["qid"]].answer for r in rows(run, "summarize"))
+    labels = {r["qid"]: r["label"] for r in rows(run, "summarize")}
+    assert sum(labels[q] != by_id[q].answer for q in labels) <= stats["relabelled"]
 
 
 def test_replay_gives_exact_datasets(tmp_path, ray_local):

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import select
 import sys
 from importlib import metadata
 from typing import NamedTuple
 
+from . import console
 from .config import KEYS, is_section, is_switch, load_config, type_name, yaml_value
 from .errors import ConfigError, TinyThinkerError
+from .rundir import RunDir
 
 
 class Command(NamedTuple):
@@ -82,6 +85,8 @@ COMMANDS: dict[str, Command] = {
 
 # `tinythinker run` with no --config runs the embedded default: a tiny-but-real CPU configuration.
 DEFAULT_CONFIG = {"run": "local-tiny"}
+# Commands that work on a run directory: their libraries' logs go to <run_dir>/logs/<command>.log (console.py).
+LOGGED = ("teach", "sft", "eval", "reflect", "run", "tune")
 
 
 def _value_follows(rest: list[str], i: int, key: str) -> bool:
@@ -177,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE_OR_PRESET", help="a YAML config file or a preset's name "
                        "(tinythinker config presets); overrides on the command line win")
         p.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed data rows")
+        p.add_argument("-v", "--verbose", action="store_true", help="show the engines' and libraries' logs on "
+                       "the terminal too (they always go to <run_dir>/logs/)")
     return parser
 
 
@@ -223,8 +230,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_bad_rows:
             overrides.append("data.skip_bad_rows=true")
         cfg = load_config(args.config or DEFAULT_CONFIG.get(args.command), overrides)
+        log = RunDir(cfg.run_dir).logs / f"{args.command}.log" if args.command in LOGGED else None
         module, func = command.driver.split(":")
-        code = getattr(importlib.import_module(module), func)(cfg, words) or 0
+        with console.session(verbose=args.verbose, log=log):
+            try:
+                code = getattr(importlib.import_module(module), func)(cfg, words) or 0
+            except Exception as e:
+                if isinstance(e, (TinyThinkerError, OSError, KeyboardInterrupt)):
+                    raise
+                # a bug or an engine's failure: one line on the terminal, the traceback in the log
+                logging.getLogger(__name__).exception("tinythinker %s failed", args.command)
+                where = console.current_log()
+                if not where:
+                    raise
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                print(f"tinythinker {args.command}: error: {type(e).__name__}: {first} (traceback in {where})",
+                      file=sys.stderr)
+                return 1
         sys.stdout.flush()  # here, where a closed pipe can still be told apart from other errors
         return code
     except TinyThinkerError as e:
@@ -239,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         # storage: an unwritable run_dir, a full disk (errno and path say which); outputs finished so far stay
         print(f"tinythinker {args.command}: error: {e}", file=sys.stderr)
         return 1
+
 
 
 if __name__ == "__main__":

@@ -205,6 +205,9 @@ def import_smollm2(out_dir: str | os.PathLike) -> str:
     if lost or unexpected:  # strict=False must not hide a renamed tensor: it would leave random weights
         raise ConfigError(f"{gguf.name}: tensors missing {lost[:5]} / unexpected {unexpected[:5]} after conversion")
     model.tie_weights()
+    # bf16, the dtype vLLM serves it in on CPU and GPU: an fp32 folder makes vLLM warn once per tensor (~200
+    # lines), and the source is 4-bit, so nothing is lost
+    model.to(torch.bfloat16)
     out_dir = model_target(out_dir)
     with atomic_dir(out_dir, keep_existing=True) as tmp:
         model.save_pretrained(tmp)

@@ -11,6 +11,7 @@ import logging
 import time
 from pathlib import Path
 
+from . import console
 from .config import Config, dump_config
 from .rundir import workspace
 from .storage import atomic_write_text
@@ -35,6 +36,8 @@ def run(cfg: Config) -> Path:
             if run.manifest.done(key):
                 log.info("[run] %s: done already, skipping", name)
                 return run.manifest.get(key)
+            if console.current_log():  # the command line's run: each step's libraries log to a file of its own
+                console.log_to(run.logs / f"{name.replace('/', '-')}.log")
             log.info("[run] %s ...", name)
             t0 = time.time()
             outputs = dict(fn() or {})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .rundir import RunDir
 
 
 def ensure_ray(cfg: Config):
@@ -17,23 +19,61 @@ def ensure_ray(cfg: Config):
     """
     import ray
 
+    from . import console
+
     if not ray.is_initialized():
+        console.adopt("ray")  # Ray gives its logger a terminal handler when imported
         # Inside `ray job submit` RAY_ADDRESS names the cluster: join it rather than start a private Ray.
         address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address)  # a cluster declares its own CPUs
+            ray.init(address=address, log_to_driver=console.verbose())  # a cluster declares its own CPUs
         else:
             start_local_ray(cfg.cluster.num_cpus)
+            if not (run := RunDir(cfg.run_dir)).remote:  # a link in a mirror would upload the session's logs
+                _link_worker_logs(run.logs)
+        console.adopt("ray")
+        _quiet_ray_data()
     return ray
 
 
 def start_local_ray(num_cpus: int | None) -> None:
     """A private Ray on this machine. Its one node is never drained, so Ray Train's preemption watcher (an actor
-    per training run, ~1.5 CPU-s to start on 2 cores) is turned off for the drivers of this process tree."""
+    per training run, ~1.5 CPU-s to start on 2 cores) is turned off for the drivers of this process tree. The
+    workers' output stays in their log files unless --verbose (console.py)."""
     import ray
 
+    from . import console
+
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # read by every later TorchTrainer
-    ray.init(address="local", num_cpus=num_cpus)
+    ray.init(address="local", num_cpus=num_cpus, log_to_driver=console.verbose())
+
+
+def _quiet_ray_data() -> None:
+    """Our own bars count questions and steps; Ray Data's per-operator bars and plans would repeat them."""
+    from ray.data import DataContext
+
+    from . import console
+
+    console.adopt("ray.data")  # Ray Data gives its logger a terminal handler when imported
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def _link_worker_logs(logs: Path) -> None:
+    """<run_dir>/logs/ray -> this Ray session's log folder, where every worker process (vLLM, Ray Train,
+    DeepSpeed) writes its output."""
+    import ray
+
+    try:
+        session = Path(ray._private.worker._global_node.get_logs_dir_path())  # no public accessor in Ray 2.60
+        logs.mkdir(parents=True, exist_ok=True)
+        link = logs / "ray"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(session, target_is_directory=True)
+    except (AttributeError, OSError):  # a private API that moved, or a folder that refuses links: not needed
+        pass
 
 
 _KEPT: dict[Hashable, Any] = {}

@@ -1,6 +1,6 @@
 """One run directory: its layout, its manifest of finished steps, its lock, and its remote.
 
-    run_dir/ manifest.json  config.yaml  report.md  accuracy.png  .lock
+    run_dir/ manifest.json  config.yaml  report.md  accuracy.png  .lock  logs/
       teach/    replies.jsonl  stats.json  {recall,recall_single,analyze,summarize}.jsonl  questions/<split>.jsonl
                 fewshot_rationales.json  bootstrap/replies.jsonl
       sft/      ray/ (Ray Train checkpoints)  best/ (HF folder)  metrics.jsonl  tb/  data.json
@@ -156,6 +156,10 @@ class RunDir:
     @property
     def plot(self) -> Path:
         return self.root / "accuracy.png"
+
+    @property
+    def logs(self) -> Path:  # one log file per command or pipeline step; ray/ links to Ray's worker logs
+        return self.root / "logs"
 
     @property
     def prepared(self) -> Path:  # `data prepare`: the splits as loaded

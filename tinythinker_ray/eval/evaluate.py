@@ -17,8 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
+from .. import console
 from ..config import Config
 from ..core.modes import Mode, get_mode
 from ..core.records import Question
@@ -92,7 +91,7 @@ def evaluate(cfg: Config, model_path: str, questions: list[Question], split_name
         ds = ray.data.from_items([{"question": json.dumps(q.to_dict())} for q in todo])
         out = map_with_sampler(ds, sampler_cfg, task, model=model_path, batch_size=cfg.eval.batch_size)
         pending: list[dict] = []
-        for row in tqdm(out.iter_rows(), total=len(todo), desc=f"eval {split_name}", unit="q"):
+        for row in console.progress(iterable=out.iter_rows(), total=len(todo), desc=f"eval {split_name}", unit="q"):
             rec = _record(json.loads(row["chains"]), model_path, samples)
             done[rec["id"]] = rec
             pending.append(rec)

@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 
+from .. import console
 from ..config import Config
 from ..core.records import Question
 from ..eval.chain import run_chain
@@ -90,8 +91,6 @@ def _trim_torn_tail(path: Path) -> None:
 def _generate(cfg: Config, model: str, requests: list[dict], out: Path, task, desc: str) -> Path:
     """Run `task` over the requests not yet in `out` on the sampler pool, appending rows as blocks finish."""
     import ray
-    from tqdm import tqdm
-
     _trim_torn_tail(out)
     done = {_key(r) for r in read_jsonl(out)}
     todo = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in r.items()} | {"key": _key(r)}
@@ -100,7 +99,7 @@ def _generate(cfg: Config, model: str, requests: list[dict], out: Path, task, de
         return out
     sampler_cfg = cfg.sampler.model_copy(update={"backend": choose_backend(cfg.sampler, model), "model": model})
     ds = map_with_sampler(ray.data.from_items(todo), sampler_cfg, task, model=model)
-    with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=desc, unit="row") as bar:
+    with console.progress(total=len(requests), initial=len(requests) - len(todo), desc=desc, unit="row") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             rows = [json.loads(s) for s in batch["row"]]
             append_jsonl(out, rows)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from functools import partial
 from pathlib import Path
 
+from .. import console
 from ..backends import engine
 from ..config import Config
 from ..core.records import Question
@@ -144,7 +145,6 @@ def sample_round(cfg: Config, model: str | None, system: str, questions: dict[st
                   asks: dict[str, filters.Ask], round: int, replies: Replies, what: str = "teach") -> None:
     """Ask the teacher for one round's questions; append each finished block to `replies` as it comes."""
     import ray.data
-    from tqdm import tqdm
 
     from ..raylib import ensure_ray
     from ..sampling.pool import map_with_sampler
@@ -160,7 +160,7 @@ def sample_round(cfg: Config, model: str | None, system: str, questions: dict[st
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # our own bar counts questions
     done = samples = 0
     t0 = time.time()
-    bar = tqdm(total=len(rows), desc=f"{what} round {round}", unit="q", dynamic_ncols=True)
+    bar = console.progress(total=len(rows), desc=f"{what} round {round}", unit="q")
     try:
         result = map_with_sampler(ray.data.from_items(rows), t, task, model=model, batch_size=t.block_size)
         for batch in result.iter_batches(batch_size=None, batch_format="numpy"):

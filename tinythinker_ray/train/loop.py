@@ -138,7 +138,8 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
                                   bucket=tc.bucket_by_length and "length" in datasets[s].columns())
                   for s in stages if s not in memory},
     )
-    result = trainer.fit()
+    with tracking.Follow(out.metrics, spec.phase, len(spec.steps)):
+        result = trainer.fit()
     if remote:
         copy_tree(remote, str(out.root), skip=(out.ray.name,))
     history = eval_history(out.metrics)

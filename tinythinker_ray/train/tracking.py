@@ -15,8 +15,10 @@ metadata) or the logged parameters. `wandb_mode: offline` keeps W&B runs on disk
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -154,3 +156,55 @@ class Log:
             self.tb.close()
         if self.trackers is not None:
             self.trackers.close()
+
+
+class Follow:
+    """The driver's view of a training run while fit() blocks: it follows rank 0's metrics.jsonl (the workers'
+    own lines stay in their logs) into a progress bar with the loss and the learning rate, and one line per
+    evaluation point."""
+
+    def __init__(self, metrics: Path, phase: str, total: int):
+        self.path, self.phase, self.total = metrics, phase, total
+        self.offset = metrics.stat().st_size if metrics.exists() else 0  # a resumed run: only the new rows
+        self.done = threading.Event()
+        self.bar = None
+
+    def __enter__(self) -> Follow:
+        from .. import console
+
+        self.bar = console.progress(total=self.total, desc=f"{self.phase} steps", unit="step")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self._poll()
+        self.bar.close()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.5):
+            self._poll()
+
+    def _poll(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        whole = chunk[: chunk.rfind(b"\n") + 1]  # a row still being written waits for the next poll
+        self.offset += len(whole)
+        for line in whole.splitlines():
+            try:
+                self._show(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def _show(self, row: dict) -> None:
+        if row.get("kind") == "train":
+            self.bar.n = row["step"]
+            self.bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}", lr=f"{row['lr']:.1e}", refresh=True)
+        elif row.get("kind") == "eval" and "val_accuracy" in row:
+            log.info("[%s] step %d/%d: val accuracy %.3f%s", self.phase, row["step"], self.total,
+                     row["val_accuracy"], " (best so far)" if row.get("best") else "")
