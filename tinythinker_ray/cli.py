@@ -26,7 +26,7 @@ from typing import NamedTuple
 from . import console
 from .config import KEYS, is_section, is_switch, load_config, type_name, yaml_value
 from .errors import ConfigError, TinyThinkerError
-from .rundir import RunDir
+from .rundir import RunDir, RunLock
 
 
 class Command(NamedTuple):
@@ -230,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_bad_rows:
             overrides.append("data.skip_bad_rows=true")
         cfg = load_config(args.config or DEFAULT_CONFIG.get(args.command), overrides)
-        log = RunDir(cfg.run_dir).logs / f"{args.command}.log" if args.command in LOGGED else None
+        log = None
+        if args.command in LOGGED:
+            run = RunDir(cfg.run_dir)
+            RunLock.refuse_if_held(run.root)  # a held run directory gets no log file of ours either
+            log = run.logs / f"{args.command}.log"
         module, func = command.driver.split(":")
         with console.session(verbose=args.verbose, log=log):
             try:

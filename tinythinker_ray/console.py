@@ -20,8 +20,8 @@ from pathlib import Path
 
 LOGGER = "tinythinker_ray"
 # libraries whose loggers write to the terminal themselves: in quiet mode their lines go to the log file only
-LIBRARIES = ("ray", "vllm", "deepspeed", "DeepSpeed", "transformers", "torch", "datasets", "huggingface_hub",
-             "filelock", "urllib3", "httpx", "py.warnings")
+LIBRARIES = ("ray", "ray.data", "ray.train", "ray.tune", "vllm", "deepspeed", "DeepSpeed", "transformers", "torch",
+             "datasets", "huggingface_hub", "filelock", "urllib3", "httpx", "py.warnings")
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 _state: dict = {"verbose": False, "file": None}

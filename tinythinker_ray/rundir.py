@@ -281,6 +281,13 @@ class RunLock:
         self._f.flush()
         return self
 
+    @classmethod
+    def refuse_if_held(cls, root: str | os.PathLike) -> None:
+        """Refuse now, before anything (a log file) is written into a run directory another driver holds."""
+        if (Path(root) / ".lock").exists():
+            with cls(root):
+                pass
+
     def __exit__(self, *exc) -> None:
         import fcntl
 
