@@ -1,8 +1,9 @@
-"""benchmarks/learning.py: its report (pure), and one tiny end-to-end run of the script as a user starts it (slow: real teach, Ray Train + DeepSpeed sft, chain eval, report files)."""
+"""The learning check (world/check.py, world/check_report.py, benchmarks/learning.py): its report and diagnostics
+(pure), and one tiny end-to-end run of the script as a user starts it (slow: real teach, Ray Tune trials driving
+Ray Train + DeepSpeed sft, a reflect round, chain eval, report files)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,50 +11,89 @@ from pathlib import Path
 
 import pytest
 
+from tinythinker_ray.config import SamplerConfig, SynthConfig
+from tinythinker_ray.core.modes import MODES
+from tinythinker_ray.data.loaders import load_benchmark
+from tinythinker_ray.eval.chain import accuracy, run_chain
+from tinythinker_ray.sampling.base import Completion, Sampler
+from tinythinker_ray.world import synth
+from tinythinker_ray.world.check import GoldStages
+from tinythinker_ray.world.check_report import aggregate
+from tinythinker_ray.world.rules import RulesSampler
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
-
-
-def _learning():
-    spec = importlib.util.spec_from_file_location("learning_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():
     rows = [{"family": "t5", "seed": s, "stage": "summarize", "test": t, "steps": 10}
             for s, t in ((2, 0.2), (0, 0.4), (1, 0.3))]
-    [line] = _learning().aggregate(rows, ["t5"], [0, 1, 2], rounds=0)
+    [line] = aggregate(rows, ["t5"], [0, 1, 2], rounds=0)
     assert line["seeds"] == [0, 1, 2] and line["test_per_seed"] == [0.4, 0.3, 0.2]
+
+
+class Clueless(Sampler):
+    """A student that recalls and analyses nothing useful but reads a summary off right analyses."""
+
+    def generate(self, prompts, params, regexes=None):
+        from tinythinker_ray.core import format as fmt
+
+        def reply(p: str) -> str:
+            parts = fmt.parse_stage_input(p)
+            if parts["stage"] != "summarize":
+                return "I do not know."
+            # the world's analyses deny every option but the right one ("... so it does not ...")
+            right = [lab for lab, text in parts["analyses"] if " not " not in text and "cannot" not in text]
+            return fmt.summarize_target(right[0] if right else "A")
+
+        return [[Completion(reply(p))] for p in prompts]
+
+
+def test_gold_stages_tell_how_much_a_better_recall_and_analyses_could_give(tmp_path):
+    synth.write(SynthConfig(train=30, valid=2, test=12, options=3), tmp_path)
+    test = load_benchmark("custom", str(tmp_path)).test
+    oracle = RulesSampler(SamplerConfig(backend="rules", model=str(tmp_path)))
+    alone = accuracy(run_chain(Clueless(), test, MODES["recall_analyze_summarize"]))["accuracy"]
+    gold = GoldStages(Clueless(), oracle, ("recall", "analyze"))
+    asked = []
+    original = oracle.generate
+    oracle.generate = lambda prompts, *a, **k: (asked.extend(prompts), original(prompts, *a, **k))[1]
+    with_gold = accuracy(run_chain(gold, test, MODES["recall_analyze_summarize"]))["accuracy"]
+    assert asked and all(not p.endswith("Summarize:") for p in asked)  # the summary stays the student's
+    assert with_gold > alone
 
 
 @pytest.mark.slow
 def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
-    """Two seeds: each runs in a child process, both drivers of the parent's one local Ray."""
+    """Two seeds as two Ray Tune trials of one local Ray; the full mode is diagnosed and gets a reflect round."""
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), "--out", str(out), "--families", "t5",
-           "--seeds", "0,1", "--modes", "summarize", "--rounds", "0", "--steps", "10", "--train", "80",
-           "--valid", "6", "--test", "12", "--train-sample", "6", "--teacher-samples", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+           "--seeds", "0,1", "--modes", "summarize,recall_analyze_summarize", "--rounds", "1", "--steps", "10",
+           "--train", "80", "--valid", "6", "--test", "12", "--train-sample", "6", "--teacher-samples", "2",
+           "--reflect-questions", "8", "--reflect-samples", "2", "--reflect-cycles", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "starting the t5 seed 1 runs in a child process" in done.stdout
     log = done.stdout + done.stderr
-    assert log.count("Started a local Ray instance") == 1  # the parent's; each child joins it
-    assert log.count("Connecting to existing Ray cluster") == 2
+    assert "t5 seed 1 summarize: test" in log and "t5 seed 0 recall_analyze_summarize: test" in log
+    assert list((tmp_path / "work" / "tune").glob("grid-*"))  # the grid ran as a Tune experiment
     report = json.loads((out / "learning.json").read_text())
-    [line] = report["table"]
-    assert (line["family"], line["stage"], line["seeds"]) == ("t5", "summarize", [0, 1])
-    assert 0.0 <= line["test"] <= 1.0 and line["steps"] == 10
+    lines = {line["stage"]: line for line in report["table"]}
+    assert set(lines) == {"summarize", "recall_analyze_summarize", "reflect-1"}
+    assert all(line["seeds"] == [0, 1] and 0.0 <= line["test"] <= 1.0 for line in lines.values())
+    full = lines["recall_analyze_summarize"]
+    for key in ("test_gold_recall", "test_gold_analyses", "train_right_recalls"):
+        assert 0.0 <= full[key] <= 1.0, key
     t5 = json.loads((tmp_path / "work" / "models" / "t5-0" / "config.json").read_text())
     assert (t5["num_layers"], t5["num_decoder_layers"]) == (2, 2)  # the Llama's 4 blocks, split
     assert report["meta"]["oracle"] > 0.9  # the rule teacher as the student answers its own world
     md = (out / "learning.md").read_text()
-    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md
+    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md
     assert (out / "learning.png").stat().st_size > 1000
     # a rerun finds every unit in the cache and trains nothing
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    units = (tmp_path / "work" / "results.jsonl").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sft:" not in again.stdout and "(6 units reused" in (out / "learning.md").read_text()
+    assert (tmp_path / "work" / "results.jsonl").read_text() == units
+    assert f"({len(units.splitlines())} units reused" in (out / "learning.md").read_text()
     # the cache is keyed by unit only: other training settings are refused, not mixed in
     other = subprocess.run([*cmd, "--lr", "5e-3"], capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "lr: 0.003 -> 0.005" in other.stderr and "--fresh" in other.stderr

@@ -1,0 +1,161 @@
+"""The learning check's report: a table (mean ± std over seeds per student and stage, with the diagnostics), a
+bar chart, and the JSON of every unit. Pure over the results cache's rows; benchmarks/learning.py writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from ..core.modes import FULL, MODES
+from ..data.loaders import read_questions
+from ..rundir import RunDir
+
+SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
+MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
+DIAGNOSTICS = ("test_gold_recall", "test_gold_analyses", "train_right_recalls")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: int) -> list[dict]:
+    """One line per (family, stage): mean and std over seeds of every score, per-seed test accuracy in seed order."""
+    lines = []
+    for family in families:
+        for stage in [*MODES, *(f"reflect-{i}" for i in range(1, rounds + 1))]:
+            got = sorted((r for r in rows if r["family"] == family and r["stage"] == stage and r["seed"] in seeds),
+                         key=lambda r: r["seed"])
+            if not got:
+                continue
+            line = {"family": family, "stage": stage, "seeds": [r["seed"] for r in got],
+                    "test_per_seed": [r["test"] for r in got], "train_per_seed": [r.get("train") for r in got],
+                    "steps": max(r.get("steps") or 0 for r in got), "stopped": sum(bool(r.get("stopped")) for r in got),
+                    "pairs": [r["pairs"] for r in got if r.get("pairs")]}
+            for key in ("test", "train", "valid", *DIAGNOSTICS):
+                vals = [r[key] for r in got if r.get(key) is not None]
+                if vals:
+                    line[key], line[f"{key}_std"] = mean_std(vals)
+            lines.append(line)
+    return lines
+
+
+def label(stage: str) -> str:
+    return SHORT.get(stage, stage.replace("reflect-", "R+A+S + reflect round "))
+
+
+def _cell(line: dict, key: str, bold: bool = False) -> str:
+    if key not in line:
+        return "-"
+    text = f"{line[key]:.3f} ± {line[f'{key}_std']:.3f}"
+    return f"**{text}**" if bold else text
+
+
+def markdown(lines: list[dict], meta: dict) -> str:
+    a = meta["settings"]
+    out = ["# Learning check", "",
+           f"Synthetic held-out reasoning task (`benchmarks/learning.py`), {a['options']} options: chance "
+           f"**{1 / a['options']:.1%}**; the rule oracle through the same chain evaluation: **{meta['oracle']:.1%}**; "
+           f"always answering a seed's most frequent test letter: **{meta['majority']:.1%}** (mean over seeds). "
+           f"Students built from scratch; seeds {meta['seeds']} (each seed: its own world, teacher samples and "
+           f"student init). Test = combinations never asked in training; train = the first {a['train_sample']} "
+           "training questions (seen combinations). Diagnostics (test): the chain with the world's gold recall "
+           "given, and with gold recall and analyses given (only the summary is the student's); right recalls = "
+           f"the share of {a['reflect_samples']} recalls sampled at temperature {a['reflect_temperature']:g} per "
+           "training question whose chain reaches the label (what self-generation starts from).", "",
+           "| student | stage | steps | test (mean ± std) | per seed | train | gold recall | gold recall + analyses "
+           "| right recalls |", "|---|---|---|---|---|---|---|---|---|"]
+    for ln in lines:
+        stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
+        out.append(f"| {ln['family']} | {label(ln['stage'])}{stopped} | {ln['steps']} | {_cell(ln, 'test', True)} | "
+                   f"{', '.join(f'{v:.3f}' for v in ln['test_per_seed'])} | {_cell(ln, 'train')} | "
+                   f"{_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
+                   f"{_cell(ln, 'train_right_recalls')} |")
+    pairs = [(ln["family"], label(ln["stage"]), p) for ln in lines for p in ln["pairs"]]
+    if pairs:
+        out += ["", "Preference pairs per round (recall / analyze, per seed): " + "; ".join(
+            f"{f} {st.split()[-1]}: {p['recall']}/{p['analyze']}" for f, st, p in pairs) + "."]
+    t = meta["teacher"]
+    budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
+    t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
+    out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
+                f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the R+A+S model, each "
+                f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s) x "
+                f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
+                f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
+                f"{a['reflect_alpha']}.",
+            f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples at temperature "
+            f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
+            f"rationales for {t['questions']} questions and relabelled {t['relabelled']}.",
+            f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties; "
+            f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
+            f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from an "
+            f"earlier invocation; all units together took {meta['unit_seconds'] / 60:.1f} min, "
+            f"{meta['unit_train_seconds'] / 60:.1f} of them phase-1 optimizer steps)."]
+    return "\n".join(out) + "\n"
+
+
+def chart(lines: list[dict], meta: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(dict.fromkeys(ln["family"] for ln in lines))
+    stages = list(dict.fromkeys(ln["stage"] for ln in lines))
+    width = 0.8 / max(len(families), 1)
+    fig, ax = plt.subplots(figsize=(1.3 * len(stages) + 2, 4))
+    for i, family in enumerate(families):
+        got = {ln["stage"]: ln for ln in lines if ln["family"] == family}
+        xs = [j + (i - (len(families) - 1) / 2) * width for j, s in enumerate(stages) if s in got]
+        ax.bar(xs, [got[s]["test"] for s in stages if s in got], width,
+               yerr=[got[s]["test_std"] for s in stages if s in got], capsize=3, label=f"tiny {family}")
+    ax.axhline(1 / meta["settings"]["options"], color="gray", linestyle="--", label="chance")
+    ax.axhline(meta["majority"], color="gray", linestyle=":", label="most frequent letter")
+    ax.set_xticks(range(len(stages)), [label(s).replace(" + reflect round ", "\n+ reflect ") for s in stages])
+    ax.set_ylabel(f"held-out test accuracy (mean ± std, {len(meta['seeds'])} seeds)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Learning check: synthetic held-out combinations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def majority_share(teach_run: Path) -> float:
+    """What always answering one letter scores on the seed's test split (at best): the real floor, since a student
+    that learned nothing but the answer format tends to do exactly that."""
+    labels = [q.answer for q in read_questions(RunDir(teach_run).teach.questions("test"))]
+    return max(Counter(labels).values()) / len(labels)
+
+
+def write_report(check, rows: list[dict], families: list[str], seeds: list[int], seconds: float, cached: int,
+                 out: Path) -> str:
+    """learning.{json,md,png} in `out` from the cache's rows; a human-written interpretation is kept."""
+    import dataclasses
+
+    settings = dataclasses.asdict(check.settings)
+    lines = aggregate(rows, families, seeds, check.settings.rounds)
+    teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
+    oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
+    mine = [r for r in rows if r["seed"] in seeds and r["family"] in (*families, "teacher")]
+    meta = {"settings": settings, "seeds": seeds, "seconds": seconds, "cached": cached,
+            "oracle": statistics.fmean(oracles) if oracles else float("nan"),
+            "majority": statistics.fmean(majority_share(check.teach_run(s)) for s in seeds),
+            "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")},
+            "unit_seconds": sum(r.get("seconds") or 0 for r in mine),
+            "unit_train_seconds": sum(r.get("train_seconds") or 0 for r in mine),
+            "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning.json").write_text(json.dumps({"meta": meta, "table": lines, "runs": rows}, indent=2) + "\n")
+    md = markdown(lines, meta)
+    old = out / "learning.md"
+    if old.exists() and MD_KEEP in old.read_text():
+        md += "\n" + MD_KEEP + old.read_text().split(MD_KEEP, 1)[1]
+    old.write_text(md)
+    chart(lines, meta, out / "learning.png")
+    return md
