@@ -143,7 +143,9 @@ def main() -> None:
     if ours:
         print(f"chain accuracy, ours:  test {ours['test']:.3f}  train {ours['train']:.3f}")
     print(f"chain accuracy, plain: test {plain['test']:.3f}  train {plain['train']:.3f} ({plain['seconds']} s)")
-    out = HERE / "results" / f"t5_reference-{args.family}-{args.seed}-{args.mode}.json"
+    # a run with other plain-loop settings gets a file of its own, so the default comparison is never overwritten
+    tag = "".join(f"-{k}{v}" for k, v in (("steps", args.steps), ("lr", args.lr), ("dropout", args.dropout)) if v)
+    out = HERE / "results" / f"t5_reference-{args.family}-{args.seed}-{args.mode}{tag}.json"
     out.write_text(json.dumps({"args": vars(args), "steps": steps, "ours": ours and {
         k: ours[k] for k in ("test", "train", "steps")} | {"curve": curve}, "plain": plain}, indent=2) + "\n")
 
