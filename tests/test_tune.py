@@ -59,3 +59,25 @@ def test_two_trial_sweep_runs_real_trials_and_writes_a_reusable_best_config(ray_
         assert (t / "teach").is_symlink() and (t / "sft" / "metrics.jsonl").exists()
     reused = load_config(str(tmp_path / "tune" / "best.yaml"))
     assert reused.sft.lr == best.sft.lr and reused.sft.lr in (1e-3, 3e-3)
+
+
+def test_counting_a_flag_column_works_inside_a_trials_placement_group(ray_local, tmp_path):
+    """Phase 1 and reflection count truncated rows inside `tinythinker tune` trials; Ray Data's `ds.sum` asks for
+    memory in a shuffle that a trial's CPU-only placement group cannot place (the learning check's reflect trials
+    failed on it). `count_true` must give the count there."""
+    import ray
+    from ray import tune
+
+    from tinythinker_ray.train.batches import count_true
+
+    def trial(config):
+        rows = [{"stage": "recall" if i % 2 else "analyze", "truncated": i % 3 == 0, "text": "x" * 200}
+                for i in range(60)]
+        ds = ray.data.from_items(rows, override_num_blocks=6).materialize()
+        ds = ds.filter(expr="stage == 'recall'").materialize()  # as reflection cuts its pairs by stage
+        tune.report({"count": count_true(ds, "truncated")})
+
+    results = tune.Tuner(tune.with_resources(trial, {"CPU": 1}), run_config=tune.RunConfig(
+        storage_path=str(tmp_path), verbose=0)).fit()
+    assert not results.errors
+    assert results[0].metrics["count"] == 10  # odd i < 60 divisible by 3

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import Config
 from ..raylib import folder_stamp, map_replicas
-from ..train.batches import PAIR_COLUMNS, collate_pairs, encode_pair_rows, shuffled_dataset
+from ..train.batches import PAIR_COLUMNS, collate_pairs, count_true, encode_pair_rows, shuffled_dataset
 from ..train.losses import pair_logps
 
 REF = ("ref_chosen_logp", "ref_rejected_logp")
@@ -82,7 +82,7 @@ def stage_datasets(scored, stages, cfg: Config) -> tuple[dict, dict[str, int], d
     datasets, sizes, cut = {}, {}, {}
     for stage in stages:
         ds = scored.filter(expr=f"stage == {stage!r}").materialize()
-        cut[stage] = (int(ds.sum("truncated") or 0), ds.count())
+        cut[stage] = (count_true(ds, "truncated"), ds.count())
         datasets[stage] = ds.select_columns([*PAIR_COLUMNS, *REF]).materialize()
         sizes[stage] = cut[stage][1] // cfg.train.num_workers // cfg.reflect.batch_size
     return datasets, sizes, cut

@@ -106,8 +106,15 @@ def prepare_stage(rows: list[dict], *, model_path: str, max_length: int | None, 
     (streaming_split(equal=True)), so each gets rows // world rows, cut into batch_size (drop_last) batches.
     """
     ds = tokenize_dataset(shuffled_dataset(rows, seed), model_path, max_length).materialize()
-    truncated = int(ds.sum("truncated") or 0) if max_length is not None else 0
+    truncated = count_true(ds, "truncated") if max_length is not None else 0
     return ds, ds.count() // world_size // batch_size, truncated
+
+
+def count_true(ds, column: str) -> int:
+    """How many rows of a materialized dataset have `column` set. Not `ds.sum`: Ray Data aggregates through a
+    shuffle whose tasks request memory, which a Ray Tune trial's placement group (CPU only) cannot place, so
+    `tinythinker tune` and the learning check's trials failed at this count."""
+    return sum(int(b[column].sum()) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
 
 
 def check_truncated(cut: dict[str, tuple[int, int]], max_length: int | None, share: float) -> None:
