@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in LOGGED:
             run = RunDir(cfg.run_dir)
             RunLock.refuse_if_held(run.root)  # a held run directory gets no log file of ours either
+            if not run.remote:  # a broken manifest stops here, before Ray starts (a remote one: once pulled)
+                run.manifest  # noqa: B018 (read for its check)
             log = run.logs / f"{args.command}.log"
         module, func = command.driver.split(":")
         with console.session(verbose=args.verbose, log=log):

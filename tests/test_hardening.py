@@ -1,0 +1,113 @@
+"""Issue #24: bad input stops before any work, with one line in the user's words (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinythinker_ray import cli
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+# Every count a user may set must be >= 1; 0 and negatives stop every command before it starts.
+@pytest.mark.parametrize("key, value, says", [
+    ("sft.max_steps", "0", "sft.max_steps must be >= 1 (or unset for epochs), got 0"),
+    ("sft.max_steps", "-5", "sft.max_steps must be >= 1 (or unset for epochs), got -5"),
+    ("data.max_train", "0", "data.max_train must be >= 1 (or unset for no cap), got 0"),
+    ("data.max_train", "-5", "data.max_train must be >= 1 (or unset for no cap), got -5"),
+    ("data.max_eval", "0", "data.max_eval must be >= 1 (or unset for no cap), got 0"),
+    ("sft.eval_every", "0", "sft.eval_every must be >= 1"),
+    ("reflect.max_questions", "0", "reflect.max_questions must be >= 1"),
+    ("eval.limit", "-1", "eval.limit must be >= 1"),
+    ("cluster.num_cpus", "0", "cluster.num_cpus must be >= 1"),
+    ("teacher.samples", "0", "teacher.samples must be >= 1, got 0"),
+])
+def test_counts_below_one_stop_run_before_any_work(capsys, tmp_path, key, value, says):
+    run_dir = tmp_path / "run"
+    err = _one_line_error(capsys, ["run", f"--{key}", value, f"--run_dir={run_dir}"])
+    assert err == f"tinythinker run: error: {says}" or (err.startswith("tinythinker run: error: ") and says in err)
+    assert not run_dir.exists()  # nothing started: no run directory, no log
+
+
+@pytest.mark.parametrize("command", ["sft", "teach", "eval", "data"])
+def test_every_command_validates_counts(capsys, tmp_path, command):
+    err = _one_line_error(capsys, [command, "--data.max_train", "0", f"--run_dir={tmp_path / 'run'}"])
+    assert "data.max_train must be >= 1" in err
+
+
+# ----- 2. a missing API key, in the user's words --------------------------------------------------------------
+
+OPENAI_TEACHER = ["--teacher.backend", "openai", "--teacher.base_url", "http://127.0.0.1:9/v1",
+                  "--teacher.model", "m"]
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_teach_without_api_key_names_the_variable_and_the_users_key(capsys, tmp_path, monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("TT_HARDEN_KEY", raising=False)
+    else:
+        monkeypatch.setenv("TT_HARDEN_KEY", value)
+    run_dir = tmp_path / "run"
+    err = _one_line_error(capsys, ["teach", *OPENAI_TEACHER, "--teacher.api_key_env", "TT_HARDEN_KEY",
+                                   f"--run_dir={run_dir}"])
+    assert "export TT_HARDEN_KEY=" in err and "--teacher.api_key_env" in err, err
+    assert "sampler." not in err, err
+    assert not (run_dir / "teach").exists()
+
+
+def test_a_teacher_replica_names_teacher_keys_not_sampler(monkeypatch):
+    # a replica checks again in its own process (maybe another node): still the key the user sets
+    from tinythinker_ray.config import SamplerConfig, TeacherConfig
+    from tinythinker_ray.errors import ConfigError
+    from tinythinker_ray.sampling.openai import OpenAISampler
+
+    monkeypatch.delenv("TT_HARDEN_KEY", raising=False)
+    kw = dict(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", api_key_env="TT_HARDEN_KEY")
+    with pytest.raises(ConfigError) as teacher:
+        OpenAISampler(TeacherConfig(**kw))
+    assert "--teacher.api_key_env" in str(teacher.value) and "sampler." not in str(teacher.value)
+    with pytest.raises(ConfigError) as student:  # the student's engine is set under sampler.*
+        OpenAISampler(SamplerConfig(**kw))
+    assert "--sampler.api_key_env" in str(student.value) and "export TT_HARDEN_KEY=" in str(student.value)
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_and_never_echoed(capsys, tmp_path):
+    secret = "sk-proj-THISisAsecret-123"
+    err = _one_line_error(capsys, ["teach", *OPENAI_TEACHER, "--teacher.api_key_env", secret,
+                                   f"--run_dir={tmp_path / 'run'}"])
+    assert "teacher.api_key_env must be the NAME" in err and secret not in err
+
+
+# ----- 3. a corrupt manifest.json -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ['{"steps": {"run/teach": {"stats": "x"', "", '["steps"]', "\xff\xfe"])
+def test_a_broken_manifest_is_one_line_naming_the_file_and_the_way_out(capsys, tmp_path, text):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    manifest = run_dir / "manifest.json"
+    manifest.write_bytes(text.encode("latin-1"))
+    for command in (["run"], ["sft", "--sft.max_steps", "1"]):
+        err = _one_line_error(capsys, [*command, f"--run_dir={run_dir}"])
+        assert str(manifest) in err and f"mv {manifest} {manifest}.bad" in err and "--run_dir" in err, err
+    assert manifest.read_bytes() == text.encode("latin-1")  # left as it was, for the user to look at
+
+
+def test_a_truncated_manifest_of_a_real_run_stops_the_driver_reading_it(tmp_path):
+    # the drivers read the manifest themselves too (a remote run_dir is checked only once pulled)
+    from tinythinker_ray.errors import TinyThinkerError
+    from tinythinker_ray.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.manifest.mark("teach", stats="s")
+    run.manifest.mark("sft", best_dir="b")
+    full = (run.root / "manifest.json").read_text()
+    (run.root / "manifest.json").write_text(full[: len(full) // 2])
+    with pytest.raises(TinyThinkerError, match="manifest.json is not valid JSON"):
+        run.manifest.done("teach")
