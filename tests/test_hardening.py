@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tinythinker_ray import cli
@@ -111,3 +113,23 @@ def test_a_truncated_manifest_of_a_real_run_stops_the_driver_reading_it(tmp_path
     (run.root / "manifest.json").write_text(full[: len(full) // 2])
     with pytest.raises(TinyThinkerError, match="manifest.json is not valid JSON"):
         run.manifest.done("teach")
+
+
+# ----- 4. done means done -----------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # a real teach on a local Ray (about 20 s on 2 cores)
+def test_teach_with_no_usable_replies_fails_and_is_not_recorded_done(capsys, tmp_path):
+    """A replay teacher with nothing recorded: every reply is empty, no stage row is written."""
+    run_dir, replies = tmp_path / "run", tmp_path / "replies.jsonl"
+    replies.write_text("")
+    argv = ["teach", "--data.name", "csqa", "--data.max_train", "3", "--teacher.backend", "replay",
+            "--teacher.model", str(replies), "--teacher.shots", "1", "--teacher.samples", "1",
+            "--teacher.augment", "1", "--teacher.retry_rounds", "0", f"--run_dir={run_dir}"]
+    err = _one_line_error(capsys, argv)
+    assert err.startswith("tinythinker teach: error: teach: 0 of 3 replies parsed into stage rows"), err
+    assert str(run_dir / "logs" / "teach.log") in err, err
+    manifest = run_dir / "manifest.json"
+    assert not manifest.exists() or "teach" not in json.loads(manifest.read_text())["steps"]
+    assert json.loads((run_dir / "teach" / "stats.json").read_text())["samples"] == 3  # kept for the diagnosis
+    # and again: not "done already", the same refusal
+    assert "0 of 3 replies parsed" in _one_line_error(capsys, argv)
