@@ -133,3 +133,33 @@ def test_teach_with_no_usable_replies_fails_and_is_not_recorded_done(capsys, tmp
     assert json.loads((run_dir / "teach" / "stats.json").read_text())["samples"] == 3  # kept for the diagnosis
     # and again: not "done already", the same refusal
     assert "0 of 3 replies parsed" in _one_line_error(capsys, argv)
+
+
+def test_a_step_recorded_done_is_believed_only_while_its_outputs_exist(tmp_path):
+    from tinythinker_ray.pipeline import missing_output, set_aside
+    from tinythinker_ray.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    for f in (run.teach.stats, *(run.teach.stage(s) for s in ("recall", "analyze", "summarize")),
+              run.sft.best / "config.json", run.eval("valid-sft").summary):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+    best = {"best": str(run.sft.best)}
+    assert missing_output(run, "teach", {"stats": str(run.teach.stats), "kept": 3}) is None
+    assert missing_output(run, "sft", best) is None
+    assert missing_output(run, "eval/valid-sft", {"accuracy": 0.5}) is None
+    assert missing_output(run, "sft", {"best": "s3://bucket/run/sft/best"}) is None  # a remote: not checked here
+
+    run.teach.stage("analyze").unlink()
+    assert missing_output(run, "teach", {}) == run.teach.stage("analyze")
+    (run.sft.best / "config.json").unlink()  # sft done, but no best checkpoint
+    assert missing_output(run, "sft", best) == run.sft.best / "config.json"
+    run.eval("valid-sft").summary.unlink()
+    assert missing_output(run, "eval/valid-sft", {}) == run.eval("valid-sft").summary
+
+    (run.sft.root / "metrics.jsonl").write_text("kept\n")
+    aside = set_aside(run.sft.root)
+    assert aside.name == "sft.incomplete-1" and (aside / "metrics.jsonl").read_text() == "kept\n"
+    assert not run.sft.root.exists()
+    run.sft.root.mkdir()
+    assert set_aside(run.sft.root).name == "sft.incomplete-2"  # never over an earlier one
