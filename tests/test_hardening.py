@@ -163,3 +163,78 @@ def test_a_step_recorded_done_is_believed_only_while_its_outputs_exist(tmp_path)
     assert not run.sft.root.exists()
     run.sft.root.mkdir()
     assert set_aside(run.sft.root).name == "sft.incomplete-2"  # never over an earlier one
+
+
+@pytest.mark.slow  # the whole pipeline twice on a tiny T5 (minutes on 2 cores)
+def test_run_reruns_sft_recorded_done_without_its_best_checkpoint(tiny_t5, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_pipeline import _config
+
+    config, run = _config(tmp_path, tiny_t5), tmp_path / "run"
+    cmd = [sys.executable, "-m", "tinythinker_ray.cli", "run", "--config", str(config)]
+    root = Path(__file__).resolve().parents[1]
+    first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-3000:]
+    import shutil
+
+    shutil.rmtree(run / "sft" / "best")
+    second = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stderr[-3000:]
+    said = second.stdout + second.stderr
+    assert f"sft: recorded done but {run / 'sft' / 'best' / 'config.json'} is missing; running it again" in said
+    assert (run / "sft" / "best" / "config.json").exists() and (run / "sft.incomplete-1" / "ray").exists()
+    assert "teach: done already" in said
+
+
+# ----- 5. a missing checkpoint folder on resume -------------------------------------------------------------------
+
+def _ray_run(folder, steps=(20, 40)):
+    """A Ray Train 2.60 run folder as fit() leaves it (the snapshot's shape as Ray writes it), checkpoints real
+    folders."""
+    results = []
+    for i, step in enumerate(steps):
+        name = f"checkpoint_2026-12-04_01-14-5{i}.000000"
+        (folder / name / "ds").mkdir(parents=True)
+        results.append({"version": 0, "checkpoint_dir_name": name, "metrics": {"step": step, "val_accuracy": 0.0}})
+    snap = {"ray_version": "2.60.0", "checkpoint_results": results, "checkpoint_report_indices": list(range(len(steps))),
+            "latest_checkpoint_result": results[-1], "pending_training_results": [], "pending_validation_specs": [],
+            "current_report_index": len(steps), "validated_checkpoint_dir_names": [r["checkpoint_dir_name"]
+                                                                                   for r in results],
+            "timed_out_validation_checkpoint_dir_names": [], "failed_validation_checkpoint_dir_names": []}
+    (folder / "checkpoint_manager_snapshot.json").write_text(json.dumps(snap))
+    return [r["checkpoint_dir_name"] for r in results]
+
+
+def test_a_missing_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
+    import shutil
+
+    from tinythinker_ray.train import resume
+
+    run = tmp_path / "sft"
+    first, newest = _ray_run(run)
+    assert resume.repair(run) is None  # all there: untouched
+    shutil.rmtree(run / newest)
+    said = resume.repair(run)
+    assert said and newest in said and f"newest intact checkpoint, {first} (step 20)" in said
+    snap = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    assert [r["checkpoint_dir_name"] for r in snap["checkpoint_results"]] == [first]
+    assert snap["latest_checkpoint_result"]["checkpoint_dir_name"] == first
+    assert snap["checkpoint_report_indices"] == [0] and snap["validated_checkpoint_dir_names"] == [first]
+    assert resume.repair(run) is None  # repaired once, for good
+
+
+def test_no_checkpoint_left_restarts_the_step_keeping_the_old_folder(tmp_path):
+    import shutil
+
+    from tinythinker_ray.train import resume
+
+    run = tmp_path / "sft"
+    for name in _ray_run(run):
+        shutil.rmtree(run / name)
+    said = resume.repair(run)
+    assert "starts over from step 0" in said and "sft.incomplete-1" in said
+    assert not run.exists() and (tmp_path / "sft.incomplete-1" / "checkpoint_manager_snapshot.json").exists()
+    assert resume.repair(run) is None  # a fresh start: nothing to repair
