@@ -57,7 +57,7 @@ def test_engines_say_what_they_can_do():
 def test_each_engine_checks_its_own_settings_naming_the_users_key(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     openai = TeacherConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", api_key_env="NO_SUCH_KEY")
-    with pytest.raises(ConfigError, match="environment variable NO_SUCH_KEY.*export NO_SUCH_KEY=.*teacher.api_key_env"):
+    with pytest.raises(ConfigError, match="environment variable NO_SUCH_KEY.*export NO_SUCH_KEY=.*--teacher.api_key_env"):
         engine("openai").check(openai, "teacher")
     with pytest.raises(ConfigError, match="teacher.base_url"):
         engine("openai").check(TeacherConfig(backend="openai", model="m"), "teacher")

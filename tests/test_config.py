@@ -91,8 +91,8 @@ def test_empty_yaml_is_defaults(tmp_path):
     ("sft.mode=foo", ["'sft.mode'", "summarize, recall_summarize", "recall_analyze_summarize", "'foo'"]),
     ("reflect.mode=all", ["'reflect.mode'", "'recall_analyze'"]),
     ("teacher.backend=tgi", ["'teacher.backend'", "vllm", "openai", "'tgi'"]),
-    ("sft.warmup=2", ["'sft.warmup'", "less than or equal to 1"]),
-    ("reflect.samples=0", ["'reflect.samples'", "greater than or equal to 1"]),
+    ("sft.warmup=2", ["sft.warmup must be <= 1, got 2"]),
+    ("reflect.samples=0", ["reflect.samples must be >= 1, got 0"]),
     ("sft=3", ["'sft'"]),
     # a misspelt key names the nearest ones: in its own section, else anywhere in the tree
     ("sft.lrr=1", ["unknown config key 'sft.lrr'; did you mean 'sft.lr'?"]),
@@ -157,7 +157,7 @@ def test_with_overrides_validates_and_copies():
     assert (d.sft.lr, d.reflect.iterations) == (1e-5, 2) and c.sft.lr == 5e-4
     with pytest.raises(ConfigError, match="unknown config key 'sft.bogus'"):
         with_overrides(c, {"sft.bogus": 1})
-    with pytest.raises(ConfigError, match="'reflect.iterations'"):
+    with pytest.raises(ConfigError, match="reflect.iterations must be >= 1, got 0"):
         with_overrides(c, {"reflect.iterations": 0})
 
 

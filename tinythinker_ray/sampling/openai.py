@@ -17,17 +17,19 @@ import email.utils
 import logging
 import os
 import random
+import re
 import time
 
 import httpx
 
-from ..config import SamplerConfig
+from ..config import SamplerConfig, section_of
 from ..errors import ConfigError, TinyThinkerError
 from .base import Completion, GenParams, Prompt, Sampler
 
 log = logging.getLogger(__name__)
 _FINISH = {"stop": "stop", "length": "length"}  # content_filter, tool_calls, ... -> "error"
 MAX_BACKOFF_S = 60.0
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what `export NAME=...` accepts
 MAX_RETRY_AFTER_S = 300.0  # longer Retry-After values are capped: the retry budget still bounds the wait
 
 
@@ -59,15 +61,22 @@ class OpenAISampler(Sampler):
     model_is = None  # the endpoint serves its own model; `model` only names it
 
     @classmethod
-    def check(cls, cfg: SamplerConfig, section: str = "sampler") -> None:
-        """Endpoint, model name and key before any work; the key's value is never printed, only its variable."""
+    def check(cls, cfg: SamplerConfig, section: str | None = None) -> None:
+        """Endpoint, model name and key before any work; the key's value is never printed, only its variable.
+        `section` defaults to the one the user wrote the settings under, so a teacher replica's own check (in
+        __init__, on any node) names teacher.*, not sampler.*."""
+        section = section or section_of(cfg)
         for key, what in (("base_url", "an endpoint, e.g. https://host/v1"), ("model", "the endpoint's model name")):
             if not getattr(cfg, key):
                 raise ConfigError(f"{section}.{key}: the openai backend needs {what}")
-        if not os.environ.get(cfg.api_key_env, "").strip():
-            raise ConfigError(f"the openai backend reads its API key from the environment variable "
-                              f"{cfg.api_key_env}, which is not set or empty: export {cfg.api_key_env}=... (or name "
-                              f"another variable with {section}.api_key_env)")
+        name = cfg.api_key_env.strip()
+        if not VAR_NAME.fullmatch(name):  # likely the key itself pasted in: never echo it
+            raise ConfigError(f"{section}.api_key_env must be the NAME of the environment variable that holds "
+                              f"the API key (e.g. OPENAI_API_KEY), not the key itself; export the key there")
+        if not os.environ.get(name, "").strip():
+            raise ConfigError(f"no API key for the openai backend ({section}): the environment variable {name} is "
+                              f"not set or blank; export {name}=<your key>, or point --{section}.api_key_env at the "
+                              f"variable that holds it")
         return None
 
     @classmethod
@@ -76,7 +85,7 @@ class OpenAISampler(Sampler):
 
     def __init__(self, cfg: SamplerConfig, *, backoff_s: float = 1.0):
         self.check(cfg)
-        self._key = os.environ[cfg.api_key_env].strip()
+        self._key = os.environ[cfg.api_key_env.strip()].strip()
         self.cfg, self.backoff_s = cfg, backoff_s
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self.stats: dict[str, int] = {"requests": 0}

@@ -32,12 +32,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
+from .. import console
 from ..backends import engine
 from ..config import Config, TeacherConfig, dump_config
 from ..core.format import question_block
 from ..core.records import Question
 from ..data.loaders import load_dataset_cfg
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, TinyThinkerError
 from ..rundir import RunDir, TeachDir, workspace
 from ..storage import atomic_write_json, atomic_write_text, write_jsonl
 from . import fewshot, filters, prompt
@@ -165,7 +166,21 @@ def teach(cfg: Config) -> dict:
     stats.update(backend=t.backend, seconds=round(time.time() - t0, 1),
                  fewshot={"source": shots.source, "examples": len(shots.examples), "origin": shots.origin})
     atomic_write_json(out.stats, stats)
+    refuse_empty(stats, t, out)
     return stats
+
+
+def refuse_empty(stats: dict, t: TeacherConfig, out) -> None:
+    """A teach whose replies made no stage rows has nothing to train on: it fails (and is not recorded done) with
+    what to look at, instead of handing phase 1 empty datasets. stats.json stays for the diagnosis."""
+    if sum(c["written"] for c in stats["rows"].values()):
+        return
+    dropped = ", ".join(f"{reason} {n}" for reason, n in Counter(stats["dropped"]).most_common(3))
+    hint = (" and try --teacher.constrained true" if t.backend == "vllm" and not t.constrained else
+            " (is the teacher following the few-shot format? more --teacher.max_tokens?)")
+    raise TinyThinkerError(f"teach: 0 of {stats['samples']} replies parsed into stage rows ({stats['parsed']} parsed, "
+                           f"{stats['kept']} kept{'; dropped: ' + dropped if dropped else ''}); see "
+                           f"{console.current_log() or out.stats} and the replies in {out.replies}{hint}")
 
 
 def format_stats(stats: dict) -> str:

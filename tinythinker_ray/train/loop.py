@@ -43,7 +43,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..rundir import TrainDir
 from ..storage import atomic_dir, copy_tree, read_jsonl
-from . import tracking
+from . import resume, tracking
 from .batches import epoch_stream, memory_epoch, memory_shards, read_blocks
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside every Ray checkpoint folder
@@ -116,6 +116,8 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
     t0 = time.time()
     out, remote = spec.out, spec.remote_out
     out.root.mkdir(parents=True, exist_ok=True)
+    if not remote and (repaired := resume.repair(out.ray / spec.name)):  # else Ray refuses the whole run
+        logging.getLogger(__name__).warning("%s: %s", spec.name, repaired)
     stages = sorted(set(spec.steps))
     memory = tuple(s for s in stages if datasets[s].count() // tc.num_workers <= tc.memory_epoch_rows)
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})

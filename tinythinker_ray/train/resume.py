@@ -1,0 +1,58 @@
+"""Resuming a Ray Train run whose checkpoint folders are not all there (a disk clean-up, a half-copied run dir).
+
+Ray Train refuses such a run outright (CheckpointManagerInitializationError: "a reference to a checkpoint that
+does not exist anymore"). Its snapshot, `<storage>/<name>/checkpoint_manager_snapshot.json`, lists the
+checkpoints it reported, oldest first; we drop the missing ones so the run resumes at the newest intact one, or,
+when none is left, set the run's folder aside so the step starts over. Either way the user is told which.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..storage import atomic_write_json
+
+log = logging.getLogger(__name__)
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def _step(result: dict) -> object:
+    return (result.get("metrics") or {}).get("step", "?")
+
+
+def repair(experiment: Path) -> str | None:
+    """Make a local Ray Train run folder resumable; returns what was done, in words (None: nothing to do)."""
+    path = experiment / SNAPSHOT
+    if not path.exists():
+        return None
+    try:
+        snap = json.loads(path.read_text())
+        results, indices = snap["checkpoint_results"], snap["checkpoint_report_indices"]
+    except (ValueError, KeyError, TypeError):
+        return _restart(experiment, f"its checkpoint list {path.name} is unreadable")
+    intact = [i for i, r in enumerate(results) if (experiment / r["checkpoint_dir_name"]).is_dir()]
+    if len(intact) == len(results):
+        return None
+    gone = [r["checkpoint_dir_name"] for i, r in enumerate(results) if i not in intact]
+    if not intact:
+        return _restart(experiment, f"every checkpoint is gone ({', '.join(gone)})")
+    kept = [results[i] for i in intact]
+    names = {r["checkpoint_dir_name"] for r in kept}
+    snap |= {"checkpoint_results": kept, "checkpoint_report_indices": [indices[i] for i in intact],
+             "latest_checkpoint_result": kept[-1]}
+    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
+                "failed_validation_checkpoint_dir_names"):
+        snap[key] = [n for n in snap.get(key, []) if n in names]
+    atomic_write_json(path, snap)
+    return (f"checkpoint folder(s) {', '.join(gone)} missing from {experiment}; resuming from the newest intact "
+            f"checkpoint, {kept[-1]['checkpoint_dir_name']} (step {_step(kept[-1])})")
+
+
+def _restart(experiment: Path, why: str) -> str:
+    n = 1
+    while (aside := experiment.with_name(f"{experiment.name}.incomplete-{n}")).exists():
+        n += 1
+    experiment.rename(aside)
+    return f"{experiment}: {why}; this step starts over from step 0 (the old folder is kept as {aside.name})"
