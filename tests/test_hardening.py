@@ -257,6 +257,48 @@ def test_no_checkpoint_left_restarts_the_step_keeping_the_old_folder(tmp_path):
     assert resume.repair(run) is None  # a fresh start: nothing to repair
 
 
+def test_checkpoints_ray_never_registered_are_removed_on_resume(tmp_path):
+    """A killed driver's workers can write a checkpoint after the last one the controller registered (issue #24's
+    orphans): Ray would resume from the registered one and leave the stray folder on disk for good."""
+    from tinythinker_ray.train import resume
+
+    run = tmp_path / "sft"
+    first, newest = _ray_run(run)
+    (run / "checkpoint_2026-12-04_01-15-00.000000" / "ds").mkdir(parents=True)
+    said = resume.repair(run)
+    assert said and "never registered" in said and "checkpoint_2026-12-04_01-15-00.000000" in said
+    assert sorted(p.name for p in run.glob("checkpoint_*") if p.is_dir()) == [first, newest]
+    assert resume.repair(run) is None
+    # killed before the first registration: no snapshot yet, and Ray would start over beside the stray folder
+    fresh = tmp_path / "fresh"
+    (fresh / "checkpoint_2026-12-04_01-16-00.000000").mkdir(parents=True)
+    assert "never registered" in resume.repair(fresh) and not list(fresh.glob("checkpoint_*"))
+
+
+def test_half_written_files_are_cleaned_and_an_interrupted_swap_put_back(tmp_path):
+    from tinythinker_ray.rundir import workspace
+    from tinythinker_ray.storage import _LEFTOVER, atomic_dir, atomic_open
+
+    run = tmp_path / "run"
+    (run / "teach").mkdir(parents=True)
+    (run / "teach" / "replies.jsonl").write_text('{"qid": "a"}\n')  # a finished teacher answer: never touched
+    (run / "teach" / ".stats.json.0123456789ab.tmp").write_text('{"half')  # atomic_open's temp name
+    (run / "sft" / ".best.tmp-4242").mkdir(parents=True)  # atomic_dir's folder being filled
+    (run / "sft" / ".best.old-4242").mkdir()  # a finished best stepped aside, the new one never renamed in
+    (run / "sft" / ".best.old-4242" / "config.json").write_text("{}")
+    (run / "eval" / "test").mkdir(parents=True)
+    (run / "eval" / ".test.old-77").mkdir()  # stepped aside and replaced: only the old copy is left over
+    with workspace(run):
+        pass
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.name != ".lock")
+    assert left == ["eval", "eval/test", "sft", "sft/best", "sft/best/config.json", "teach", "teach/replies.jsonl"]
+    assert (run / "teach" / "replies.jsonl").read_text() == '{"qid": "a"}\n'
+    with atomic_open(run / "x.txt") as f, atomic_dir(run / "folder"):  # the sweep knows the writers' own names
+        temps = [p.name for p in run.glob(".*") if p.name != ".lock"]
+        assert len(temps) == 2 and all(_LEFTOVER.fullmatch(t) for t in temps), temps
+        f.write("x")
+
+
 # ----- 6. tinythinker serve-teacher -------------------------------------------------------------------------------
 
 def test_serve_teacher_command_line_from_the_teachers_keys(monkeypatch):

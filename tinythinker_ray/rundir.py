@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TinyThinkerError
-from .storage import atomic_write_json, cache_root, copy_tree, is_remote
+from .storage import atomic_write_json, cache_root, copy_tree, is_remote, sweep_leftovers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,8 @@ def workspace(run_dir: str | os.PathLike) -> Iterator[RunDir]:
     run = RunDir(run_dir)
     run.pull()
     with RunLock(run.root):
+        for line in sweep_leftovers(run.root):  # held: no writer of ours is left to race with
+            log.warning("%s", line)
         try:
             yield run
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,32 @@ def atomic_dir(dest: str | os.PathLike, *, keep_existing: bool = False) -> Itera
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:[0-9a-f]{12}\.tmp|(?P<kind>tmp|old)-\d+)")
+
+
+def sweep_leftovers(root: str | os.PathLike) -> list[str]:
+    """Clear what a killed writer left of atomic_open / atomic_dir under `root`: half-written `.<name>.<hex>.tmp`
+    files and `.<name>.tmp-<pid>` folders go; an `.<name>.old-<pid>` folder (a finished folder stepped aside for
+    its replacement) is put back when the swap never completed, else it goes. Only for a folder no other process
+    is writing to (a held run directory); returns what was done, one line each."""
+    done = []
+    for p in sorted(Path(root).rglob(".*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+        m = _LEFTOVER.fullmatch(p.name)
+        if not m or not p.exists():
+            continue
+        dest = p.with_name(m["name"])
+        if m["kind"] == "old" and p.is_dir() and not dest.exists():
+            os.replace(p, dest)
+            done.append(f"restored {dest} (a replacement of it was interrupted)")
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        done.append(f"removed {p} (half-written by a killed process)")
+    return done
 
 
 def umask() -> int:

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -216,7 +217,23 @@ def lr_scheduler_factory(spec: FitSpec):
 
 # ----- worker ------------------------------------------------------------------------------------------------------
 
+def _exit_when_orphaned(interval: float = 0.2) -> None:
+    """A Ray worker is its raylet's child. When a local driver is killed its Ray goes with it, but Ray ends an
+    orphaned worker only after a second or more, long enough to train on and write checkpoints nobody registers
+    (issue #24): this worker leaves as soon as its parent is gone. (On a cluster, a dead driver's actors are
+    ended by Ray's GCS; their raylet lives on.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
+
+
 def _worker(config: dict) -> None:
+    _exit_when_orphaned()
     spec: FitSpec = config["spec"]
     objective: Objective = config["objective"]
     evaluate = config["evaluate"]
