@@ -59,7 +59,8 @@ def trial(params: dict, *, work: str, settings: dict, modes: list[str]) -> None:
 def follow(cache_path: Path, done: threading.Event) -> None:
     """The driver's progress: a line per unit the trials finish (they run in their own processes)."""
     seen = 0
-    while not done.wait(5):
+    while True:
+        stopping = done.wait(5)  # one more pass after the grid ends: the last units' lines
         lines = cache_path.read_text().splitlines() if cache_path.exists() else []
         for line in lines[seen:]:
             r = json.loads(line)
@@ -67,6 +68,8 @@ def follow(cache_path: Path, done: threading.Event) -> None:
                 log.info("%s seed %s %s: test %.3f%s", r["family"], r["seed"], r["stage"], r["test"],
                          f" train {r['train']:.3f}" if r.get("train") is not None else "")
         seen = len(lines)
+        if stopping:
+            return
 
 
 def run_grid(check, families: list[str], seeds: list[int], modes: list[str], jobs: int) -> None:

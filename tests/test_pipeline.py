@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def _manifest(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_run_killed_midway_resumes_without_redoing_finished_steps(tiny_t5, tmp_path):
+def test_run_killed_midway_resumes_then_reruns_what_went_missing(tiny_t5, tmp_path):
     config = _config(tmp_path, tiny_t5)
     run = tmp_path / "run"
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
@@ -94,6 +95,32 @@ def test_run_killed_midway_resumes_without_redoing_finished_steps(tiny_t5, tmp_p
     assert "## Teacher" in report and "## Reflection rounds" in report and "accuracy.png" in report
     assert "few-shot examples: 4, file" in report  # the source the teacher used, in words
     assert (run / "accuracy.png").stat().st_size > 1000
+
+    # Done means done (issue #24), on the same finished run: a step recorded done whose output is gone runs again
+    shutil.rmtree(run / "sft" / "best")
+    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stderr[-3000:]
+    said = third.stdout + third.stderr
+    assert f"sft: recorded done but {run / 'sft' / 'best' / 'config.json'} is missing; running it again" in said
+    assert (run / "sft" / "best" / "config.json").exists() and (run / "sft.incomplete-1" / "ray").exists()
+    assert "teach: done already" in said
+
+    # the newest Ray checkpoint folder gone: sft resumes from the one before, then with none left starts over
+    ray_run = run / "sft" / "ray" / "sft"
+    checkpoints = sorted(p for p in ray_run.glob("checkpoint_*") if p.is_dir())
+    assert len(checkpoints) == 2  # train.checkpoints_to_keep
+    shutil.rmtree(checkpoints[-1])
+    sft = [sys.executable, "-m", "tinythinker_ray.cli", "sft", "--config", str(config)]
+    fourth = subprocess.run(sft, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert f"resuming from the newest intact checkpoint, {checkpoints[0].name} (step 20)" in fourth.stdout + fourth.stderr
+    for c in ray_run.glob("checkpoint_*"):
+        if c.is_dir():  # not checkpoint_manager_snapshot.json
+            shutil.rmtree(c)
+    fifth = subprocess.run(sft, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert fifth.returncode == 0, fifth.stderr[-3000:]
+    assert "this step starts over from step 0" in fifth.stdout + fifth.stderr
+    assert (run / "sft" / "ray" / "sft.incomplete-1").is_dir() and (run / "sft" / "best" / "config.json").exists()
 
 
 def test_a_second_run_on_the_same_directory_refuses(tmp_path):
