@@ -136,8 +136,9 @@ def test_teach_with_no_usable_replies_fails_and_is_not_recorded_done(capsys, tmp
 
 
 def test_a_step_recorded_done_is_believed_only_while_its_outputs_exist(tmp_path):
-    from tinythinker_ray.pipeline import missing_output, set_aside
+    from tinythinker_ray.pipeline import missing_output
     from tinythinker_ray.rundir import RunDir
+    from tinythinker_ray.storage import set_aside
 
     run = RunDir(tmp_path / "run")
     for f in (run.teach.stats, *(run.teach.stage(s) for s in ("recall", "analyze", "summarize")),

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import console
 from .config import Config, dump_config
 from .rundir import RunDir, workspace
-from .storage import atomic_write_text
+from .storage import atomic_write_text, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,6 @@ def missing_output(run: RunDir, name: str, outputs: dict) -> Path | None:
     if name.startswith("eval/"):
         wanted.append(run.eval(name.removeprefix("eval/")).summary)
     return next((p for p in wanted if not p.exists()), None)
-
-
-def set_aside(folder: Path) -> Path:
-    """Move a folder out of the way under a free `<name>.incomplete-<n>` name (kept, never deleted)."""
-    n = 1
-    while (aside := folder.with_name(f"{folder.name}.incomplete-{n}")).exists():
-        n += 1
-    if folder.exists():
-        folder.rename(aside)
-    return aside
 
 
 def _summary(stats) -> dict:

@@ -78,6 +78,16 @@ def atomic_dir(dest: str | os.PathLike, *, keep_existing: bool = False) -> Itera
         shutil.rmtree(old, ignore_errors=True)
 
 
+def set_aside(folder: Path) -> Path:
+    """Move a folder out of the way under a free `<name>.incomplete-<n>` name (kept, never deleted)."""
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.incomplete-{n}")).exists():
+        n += 1
+    if folder.exists():
+        folder.rename(aside)
+    return aside
+
+
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:[0-9a-f]{12}\.tmp|(?P<kind>tmp|old)-\d+)")
 
 

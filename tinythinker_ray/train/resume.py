@@ -5,21 +5,19 @@ does not exist anymore"). Its snapshot, `<storage>/<name>/checkpoint_manager_sna
 checkpoints it reported, oldest first; we drop the missing ones so the run resumes at the newest intact one, or,
 when none is left, set the run's folder aside so the step starts over. Either way the user is told which.
 
-The other way round, a killed driver's workers outlive it by a second or two (until Ray's own check sees their
-raylet gone) and can write a checkpoint folder the controller never registered: Ray resumes from the registered
+The other way round, a killed driver's workers outlive it for a moment (train/loop.py ends them within 0.2 s of
+their raylet; Ray's own check took seconds) and can write a checkpoint folder the controller never registered: Ray resumes from the registered
 one and would leave the stray folder on disk for good, so it is removed here, saying so.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
-from ..storage import atomic_write_json
+from ..storage import atomic_write_json, set_aside
 
-log = logging.getLogger(__name__)
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
@@ -69,8 +67,5 @@ def _remove_unregistered(experiment: Path, registered: set[str]) -> str | None:
 
 
 def _restart(experiment: Path, why: str) -> str:
-    n = 1
-    while (aside := experiment.with_name(f"{experiment.name}.incomplete-{n}")).exists():
-        n += 1
-    experiment.rename(aside)
+    aside = set_aside(experiment)
     return f"{experiment}: {why}; this step starts over from step 0 (the old folder is kept as {aside.name})"
