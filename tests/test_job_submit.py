@@ -1,6 +1,7 @@
 """Jobs reach the trainer the way they reach a cluster: a real Ray head started here (`ray start --head`, token
 auth on, as Ray 2.60 does), real `ray job submit` and `jobs/submit.py` submissions whose working dir is uploaded,
-and the job's own output checked. The head is this module's alone: it is stopped by its own pid together with
+and the job's own output checked. (The whole pipeline as a job, on a three-node cluster, is
+test_cluster.py's.) The head is this module's alone: it is stopped by its own pid together with
 the processes it started, never with a blind `ray stop` (other tests on this machine run their own Rays).
 """
 
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import _config
 
 from tinythinker_ray.data.loaders import load_benchmark
 
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's `ray` and `tinythinker`
 JOB_TIMEOUT = 240
-RUN_TIMEOUT = 900  # a whole tiny pipeline on 2 shared cores
 
 
 def _free_port() -> int:
@@ -144,29 +143,6 @@ def test_the_job_api_refuses_requests_without_the_token(ray_head):
     assert httpx.get(jobs, timeout=10).status_code == 401
     assert httpx.get(jobs, headers={"Authorization": "Bearer not-the-token"}, timeout=10).status_code == 403
     assert httpx.get(jobs, headers={"Authorization": f"Bearer {ray_head.env['RAY_AUTH_TOKEN']}"}, timeout=10).is_success
-
-
-def test_ray_job_submit_runs_the_whole_pipeline_from_an_uploaded_config(ray_head, tmp_path, tiny_t5):
-    """`tinythinker run` as a job: a tiny pipeline (synthetic data, rules teacher, tiny T5) whose config exists
-    only in the uploaded working dir; the job's driver joins this head (RAY_ADDRESS) instead of starting a Ray."""
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.move(_config(tmp_path, tiny_t5), work / "job.yaml")
-    out = Path(yaml.safe_load((work / "job.yaml").read_text())["run_dir"])
-    job_id = f"tt-run-{secrets.token_hex(4)}"
-    submit = ray_head.ray("job", "submit", "--address", ray_head.address, "--submission-id", job_id,
-                          "--working-dir", str(work), "--entrypoint-num-cpus", "1", "--",
-                          "tinythinker", "run", "--config", "job.yaml", timeout=RUN_TIMEOUT)
-    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
-
-    status = ray_head.ray("job", "status", "--address", ray_head.address, job_id)
-    assert "succeeded" in status.stdout.lower()
-    logs = ray_head.ray("job", "logs", "--address", ray_head.address, job_id).stdout
-    assert f"[run] report: {out / 'report.md'}" in logs, logs[-3000:]
-    assert "Started a local Ray instance" not in logs  # it joined the head
-    steps = json.loads((out / "manifest.json").read_text())["steps"]
-    assert {"run/teach", "run/sft", "run/eval/test-sft", "run/reflect", "run/eval/test-final"} <= set(steps)
-    assert (out / "accuracy.png").stat().st_size > 0 and "accuracy" in (out / "report.md").read_text().lower()
 
 
 def _spec(tmp_path: Path, runs: Path) -> Path:

@@ -164,25 +164,30 @@ def test_a_folder_of_a_remote_run_knows_its_uri_and_trees_copy_both_ways(tmp_pat
     assert (tmp_path / "elsewhere" / "metrics.jsonl").read_text() == "{}\n"
 
 
-@pytest.mark.slow
-def test_sft_on_a_remote_run_dir_checkpoints_and_exports_to_the_remote(ray_local, tiny_t5, csqa_questions, tmp_path,
-                                                                        monkeypatch):
-    """Workers may sit on nodes that do not share the driver's mirror: checkpoints go straight to the remote
-    and rank 0 uploads its outputs there; the driver's mirror holds no checkpoint."""
-    from test_sft import _write_run
+def test_a_remote_runs_models_go_to_workers_as_uris_that_each_node_fetches(tmp_path, monkeypatch):
+    """Workers on other nodes cannot read the driver's mirror: a remote run names its models by URI, and
+    resolve_model gives each node its own copy, fetched again only when the folder changed."""
+    from tinythinker_ray.errors import ConfigError
+    from tinythinker_ray.models import for_workers, resolve_model
 
-    from tinythinker_ray import cli
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "driver"))
+    uri = f"file://{tmp_path / 'bucket' / 'run'}"
+    run = RunDir(uri)
+    assert run.for_workers(run.sft.best) == f"{uri}/sft/best"
+    assert RunDir(tmp_path / "plain").for_workers(tmp_path / "plain" / "sft" / "best") == str(tmp_path / "plain" / "sft" / "best")
+    assert for_workers("tiny-t5") == "tiny-t5"  # a built-in: each node builds its own
+    remote = tmp_path / "bucket" / "run" / "sft" / "best"
+    atomic_write_text(remote / "config.json", '{"model_type": "t5"}')
+    atomic_write_text(remote / "model.safetensors", "v1")
 
-    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
-    bucket = tmp_path / "bucket" / "run"
-    _write_run(bucket, csqa_questions[:4])  # a teach step that ran elsewhere
-    uri = f"file://{bucket}"
-    assert cli.main(["sft", "--model", tiny_t5, f"--run_dir={uri}", "--train.zero_stage", "0", "--sft.batch_size",
-                     "4", "--sft.max_steps", "12", "--sft.eval_every", "6", "--student.max_new_tokens", "8",
-                     "--train.eval_limit", "2"]) == 0
-    assert list((bucket / "sft" / "ray").rglob("checkpoint_*"))  # Ray Train's storage is the remote
-    assert not RunDir(uri).sft.ray.exists()  # the driver's mirror holds no checkpoint
-    assert (bucket / "sft" / "best" / "config.json").exists()
-    steps = [r["step"] for r in read_jsonl(bucket / "sft" / "metrics.jsonl") if r.get("kind") == "eval"]
-    assert steps == [6, 12]
-    assert json.loads((bucket / "manifest.json").read_text())["steps"]["sft"]["steps"] == 12
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "node-a"))  # a worker's node
+    first = Path(resolve_model(f"{uri}/sft/best"))
+    assert first.is_relative_to(tmp_path / "node-a") and (first / "model.safetensors").read_text() == "v1"
+    assert Path(resolve_model(f"{uri}/sft/best")) == first  # unchanged: not fetched again
+    time.sleep(0.01)
+    atomic_write_text(remote / "model.safetensors", "v2")  # a new best swapped in
+    second = Path(resolve_model(f"{uri}/sft/best"))
+    assert second != first and (second / "model.safetensors").read_text() == "v2" and not first.exists()
+    with pytest.raises(ConfigError, match="holds no config.json"):
+        resolve_model(f"{uri}/teach")
+

@@ -32,6 +32,7 @@ from .models import resolve_model
 from .rundir import RunDir
 from .sampling.base import GenParams, Prompt, Sampler
 from .sampling.pool import choose_backend, make_sampler
+from .storage import fetch_folder, is_remote
 
 
 class TimedSampler:
@@ -52,6 +53,8 @@ def student_and_mode(cfg: Config) -> tuple[str, str]:
     spec = cfg.student.model
     if "model" not in cfg.student.model_fields_set and "run_dir" in cfg.model_fields_set:
         spec = cfg.run_dir  # `ask --run_dir R` = the best student of run R
+    if is_remote(spec):  # a run or a model in object storage: read from a fresh copy of it (no checkpoints)
+        spec = str(fetch_folder(spec, skip=("ray",)))
     if not (Path(spec).is_dir() and not (Path(spec) / "config.json").exists()):
         return resolve_model(spec), cfg.sft.mode
     run = RunDir(spec)

@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 code = getattr(importlib.import_module(module), func)(cfg, words) or 0
             except Exception as e:
-                if isinstance(e, (TinyThinkerError, OSError, KeyboardInterrupt)):
+                lost = isinstance(e, FileNotFoundError) and e.filename is None  # e.g. a vanished cwd: trace it
+                if isinstance(e, (TinyThinkerError, OSError, KeyboardInterrupt)) and not lost:
                     raise
                 # a bug or an engine's failure: one line on the terminal, the traceback in the log
                 logging.getLogger(__name__).exception("tinythinker %s failed", args.command)

@@ -10,6 +10,7 @@ and renamed into place; a previous export at OUT is replaced.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ from .core.records import Question
 from .errors import ConfigError
 from .report import _rounds, _table
 from .rundir import RunDir
-from .storage import atomic_dir, atomic_write_text
+from .storage import atomic_dir, atomic_write_text, cache_root, copy_tree, fetch_folder, is_remote
 
 EXAMPLE = Question("example", "Where do you keep milk?", (("A", "fridge"), ("B", "oven"), ("C", "shelf")), "A")
 
@@ -266,6 +267,13 @@ def main(cfg: Config, words: list[str]) -> int:
         raise ConfigError(f"export takes one folder to write (got {' '.join(words)}); "
                           "usage: tinythinker export --run_dir R [OUT]")
     run = RunDir(cfg.run_dir)
-    out = export(run.root, words[0] if words else run.export)
-    print(f"exported {best_student(run.root)} -> {out} (model, tokenizer, generation_config, README.md)")
+    # a remote run is read from a fresh copy (no checkpoints), and exported into the bucket unless told otherwise
+    source = fetch_folder(run.remote, skip=("ray",)) if run.remote else run.root
+    dest = words[0] if words else (f"{run.remote}/export" if run.remote else str(run.export))
+    if is_remote(dest):
+        staged = export(source, cache_root() / "exports" / hashlib.sha1(dest.encode()).hexdigest()[:16])
+        copy_tree(str(staged), dest)
+    else:
+        export(source, dest)
+    print(f"exported {best_student(source)} -> {dest} (model, tokenizer, generation_config, README.md)")
     return 0

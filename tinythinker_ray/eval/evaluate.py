@@ -23,7 +23,7 @@ from ..core.modes import Mode, get_mode
 from ..core.records import Question
 from ..data.loaders import load_dataset_cfg, read_questions
 from ..errors import ConfigError, DataError
-from ..models import resolve_model
+from ..models import for_workers
 from ..raylib import ensure_ray
 from ..rundir import EvalDir, RunDir, workspace
 from ..sampling.base import GenParams, Sampler
@@ -140,7 +140,7 @@ def main(cfg: Config, words: list[str]) -> int:
                           "use --model, --split, --samples or --section.key value")
     split = cfg.eval.split
     with workspace(cfg.run_dir) as run:  # the lock refuses a second driver; a remote run_dir is mirrored
-        model_path = resolve_model(cfg.student.model)
+        model_path = for_workers(cfg.student.model)
         summary = evaluate(cfg, model_path, load_split(cfg, split), split, run.eval(split).root)
     print_summary(summary)
     return 0

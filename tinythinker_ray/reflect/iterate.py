@@ -72,14 +72,14 @@ def teacher_index(teach: TeachDir) -> dict[str, list[dict]]:
 
 def first_model(cfg: Config, model: str | None) -> str:
     """Round 1's policy and reference: an explicit model, else phase 1's best, else student.model."""
-    from ..models import resolve_model
+    from ..models import for_workers
 
     if model:
-        return resolve_model(model)
-    sft = RunDir(cfg.run_dir).sft
-    if "model" not in cfg.student.model_fields_set and sft.has_best():
-        return str(sft.best)
-    return resolve_model(cfg.student.model)
+        return for_workers(model)
+    run = RunDir(cfg.run_dir)
+    if "model" not in cfg.student.model_fields_set and run.sft.has_best():
+        return run.for_workers(run.sft.best)
+    return for_workers(cfg.student.model)
 
 
 # ----- one round --------------------------------------------------------------------------------------------
@@ -159,11 +159,12 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     objective = Objective("rpo", collate=collate_pairs,
                           loss=partial(rpo_step_loss, beta=r.beta, alpha=r.alpha, kind=r.loss))
     result = fit(spec, datasets, objective, evaluate)
-    record |= {"best": result.best_dir, "val_accuracy": result.best_accuracy, "steps": result.steps,
+    best = result.best_dir and run.for_workers(result.best_dir)  # a remote run's rounds go on from its URI
+    record |= {"best": best, "val_accuracy": result.best_accuracy, "steps": result.steps,
                "history": [{k: h.get(k) for k in ("step", "val_accuracy")} for h in result.history],
                **_margins(it.metrics)}
-    if result.best_dir:  # the chosen-minus-rejected log-prob margin on the round's pairs, before and after
-        record["logp_margin"] = logp_margins(scored, result.best_dir, cfg)
+    if best:  # the chosen-minus-rejected log-prob margin on the round's pairs, before and after
+        record["logp_margin"] = logp_margins(scored, best, cfg)
     record["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(it.record, record)
     return record

@@ -57,10 +57,11 @@ class Sampler:
 
     @classmethod
     def resolve(cls, model: str, section: str = "sampler") -> str:
-        """`model` as the replicas load it: a built-in materialised once, else as given."""
-        from ..models import resolve_model
+        """`model` as the replicas get it, checked here: built-ins, hub names and URIs as named (each node
+        resolves them into its own cache; the driver's copy is made here first), a local folder as its path."""
+        from ..models import for_workers
 
-        return resolve_model(model)
+        return for_workers(model)
 
     @classmethod
     def build(cls, cfg: SamplerConfig, model: str | None) -> Sampler:

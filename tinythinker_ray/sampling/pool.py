@@ -29,9 +29,9 @@ def choose_backend(cfg: SamplerConfig, model_path: str | None) -> str:
         return cfg.backend
     from transformers import AutoConfig
 
-    from ..models import is_seq2seq
+    from ..models import is_seq2seq, resolve_model
 
-    seq2seq = bool(model_path) and is_seq2seq(AutoConfig.from_pretrained(model_path))
+    seq2seq = bool(model_path) and is_seq2seq(AutoConfig.from_pretrained(resolve_model(model_path)))
     if not seq2seq:
         return AUTO[0] if cfg.backend == "auto" else cfg.backend
     fits = next(name for name in AUTO if not engine(name).causal_only)

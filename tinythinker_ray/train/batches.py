@@ -33,12 +33,13 @@ def tokenizer_for(model_path: str):
     """(tokenizer, is seq2seq) of an HF folder, loaded once per process (Ray reuses its worker processes)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from ..models import is_seq2seq
+    from ..models import is_seq2seq, resolve_model
 
-    tok = AutoTokenizer.from_pretrained(model_path)
+    path = resolve_model(model_path)  # a built-in or a URI becomes this node's own copy
+    tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return tok, is_seq2seq(AutoConfig.from_pretrained(model_path))
+    return tok, is_seq2seq(AutoConfig.from_pretrained(path))
 
 
 def encode_example(tok, prompt: str, target: str, *, seq2seq: bool, max_length: int | None

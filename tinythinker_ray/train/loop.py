@@ -19,8 +19,10 @@
 
 Rerunning with the same `spec.out` and `name` resumes from the latest checkpoint at its step. Rank 0 writes
 `spec.out.metrics` and TensorBoard files in `spec.out.tb` (train/tracking.py). With `spec.remote_out` (a remote
-run directory) the workers, which may sit on any node, checkpoint there and upload their outputs there; the
-driver copies them down when the run is over.
+run directory) the workers, which may sit on any node, write on their own node's disk (its cache, never the
+driver's mirror), checkpoint to the remote and upload their outputs there; the driver follows the uploaded
+metrics and copies the outputs down when the run is over. `spec.model_path` may be a URI (a remote run's model):
+each node fetches its own copy.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import ConfigError
-from ..rundir import TrainDir
+from ..rundir import RunDir, TrainDir
 from ..storage import atomic_dir, copy_tree, read_jsonl
 from . import resume, tracking
 from .batches import epoch_stream, memory_epoch, memory_shards, read_blocks
@@ -141,7 +143,7 @@ def fit(spec: FitSpec, datasets: dict, objective: Objective, evaluate: Callable 
                                   bucket=tc.bucket_by_length and "length" in datasets[s].columns())
                   for s in stages if s not in memory},
     )
-    with tracking.Follow(out.metrics, spec.phase, len(spec.steps)):
+    with tracking.Follow(out.metrics, spec.phase, len(spec.steps), remote=remote and f"{remote}/{out.metrics.name}"):
         result = trainer.fit()
     if remote:
         copy_tree(remote, str(out.root), skip=(out.ray.name,))
@@ -235,11 +237,14 @@ def _exit_when_orphaned(interval: float = 0.2) -> None:
 def _worker(config: dict) -> None:
     _exit_when_orphaned()
     spec: FitSpec = config["spec"]
+    if spec.remote_out:  # a remote run: write on this node's own disk (the driver's mirror is the driver's), upload
+        spec = replace(spec, out=TrainDir(RunDir(spec.remote_out).root))
     objective: Objective = config["objective"]
     evaluate = config["evaluate"]
     if not spec.train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
+    import ray
     import ray.train
     import torch.distributed as dist
     from ray.train import Checkpoint
@@ -273,7 +278,8 @@ def _worker(config: dict) -> None:
                        run_name=spec.run_name, params=_params(spec, world, objective.name))
     total = len(spec.steps)
     log.event({"kind": "start", "step": start, "total_steps": total, "resumed": checkpoint is not None,
-               "world_size": world, "objective": objective.name})
+               "world_size": world, "objective": objective.name,
+               "node": ray.get_runtime_context().get_node_id()})  # where a (re)started run landed
 
     stages = sorted(set(spec.steps))
     in_memory = config["memory_shards"]  # stage -> every rank's block references (small stages only)

@@ -63,10 +63,10 @@ def num_options(rows: list[dict], path: Path) -> int:
 
 def sft(cfg: Config, model: str | None = None) -> FitResult:
     """Train `model` (default `student.model`) on the run's stage datasets; returns the fit result."""
-    from ..models import resolve_model
+    from ..models import for_workers
     from ..raylib import ensure_ray
 
-    model_path = resolve_model(model or cfg.student.model)  # a mistyped --model is one line, before any work
+    model_path = for_workers(model or cfg.student.model)  # a mistyped --model is one line, before any work
     run = RunDir(cfg.run_dir)
     teach, out = run.teach, run.sft
     mode = get_mode(cfg.sft.mode)

@@ -161,11 +161,13 @@ class Log:
 class Follow:
     """The driver's view of a training run while fit() blocks: it follows rank 0's metrics.jsonl (the workers'
     own lines stay in their logs) into a progress bar with the loss and the learning rate, and one line per
-    evaluation point."""
+    evaluation point. A remote run's rank 0 writes on its own node and uploads at each evaluation: the driver
+    then follows the uploaded file (`remote`), every few seconds."""
 
-    def __init__(self, metrics: Path, phase: str, total: int):
-        self.path, self.phase, self.total = metrics, phase, total
+    def __init__(self, metrics: Path, phase: str, total: int, remote: str | None = None):
+        self.path, self.phase, self.total, self.remote = metrics, phase, total, remote
         self.offset = metrics.stat().st_size if metrics.exists() else 0  # a resumed run: only the new rows
+        self.every = 5.0 if remote else 0.5  # an object store is asked, not a local file
         self.done = threading.Event()
         self.bar = None
 
@@ -184,15 +186,27 @@ class Follow:
         self.bar.close()
 
     def _run(self) -> None:
-        while not self.done.wait(0.5):
+        while not self.done.wait(self.every):
             self._poll()
 
-    def _poll(self) -> None:
+    def _new_bytes(self) -> bytes:
+        if self.remote:
+            from pyarrow import fs
+
+            try:
+                filesystem, path = fs.FileSystem.from_uri(self.remote)
+                with filesystem.open_input_stream(path) as f:
+                    return f.read()[self.offset:]
+            except OSError:  # not uploaded yet, or the store hiccupped: the next poll asks again
+                return b""
         if not self.path.exists():
-            return
+            return b""
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            chunk = f.read()
+            return f.read()
+
+    def _poll(self) -> None:
+        chunk = self._new_bytes()
         whole = chunk[: chunk.rfind(b"\n") + 1]  # a row still being written waits for the next poll
         self.offset += len(whole)
         for line in whole.splitlines():
