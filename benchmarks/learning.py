@@ -98,10 +98,11 @@ def run_grid(check, families: list[str], seeds: list[int], modes: list[str], job
 CALIBRATION_SPACE = {"reflect.lr": {"grid": [3e-5, 1e-4, 3e-4]}, "reflect.beta": {"grid": [0.1, 0.5]}}
 
 
-def calibrate(check, seed: int, out: Path) -> None:
+def calibrate(check, seed: int, out: Path, questions: int | None = None) -> None:
     """Reflection's lr and beta swept with the project's own `tinythinker tune --tune.target reflect` (Ray Tune,
     one trial per setting, each one round from the seed's Llama R+A+S best); the table lands in
-    results/reflect-sweep.{csv,md}."""
+    results/reflect-sweep.{csv,md}. `questions`: self-generate on that many training questions per trial (default
+    the check's reflect_questions) -- at the method's scale a trial is a 7-minute round on 2 cores."""
     import yaml
 
     from tinythinker_ray.config import with_overrides
@@ -114,7 +115,8 @@ def calibrate(check, seed: int, out: Path) -> None:
     space.write_text(yaml.safe_dump(CALIBRATION_SPACE))
     cfg = with_overrides(check.config(seed, check.mode_dir("llama", seed, FULL), model=student(check, "llama", seed)),
                          {"tune.target": "reflect", "tune.space": str(space), "tune.num_samples": 1,
-                          "tune.max_concurrent": 2, "reflect.iterations": 1})
+                          "tune.max_concurrent": 2, "reflect.iterations": 1}
+                         | ({"reflect.max_questions": questions} if questions else {}))
     table, best = tune_run(cfg)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "reflect-sweep.csv", index=False)
@@ -123,7 +125,8 @@ def calibrate(check, seed: int, out: Path) -> None:
               for row in table.itertuples(index=False)]
     (out / "reflect-sweep.md").write_text(
         f"# Reflection calibration (`benchmarks/learning.py --calibrate`)\n\nOne reflect round from seed {seed}'s "
-        f"tiny-Llama R+A+S best, each setting a Ray Tune trial of `tinythinker tune --tune.target reflect`; "
+        f"tiny-Llama R+A+S best, each setting a Ray Tune trial of `tinythinker tune --tune.target reflect`, "
+        f"self-generating on {questions or 'all'} training questions x {cfg.reflect.samples} samples; "
         f"val_accuracy = the chain on the {check.settings.valid} validation questions.\n\n" + "\n".join(lines)
         + f"\n\nBest: lr {best.reflect.lr}, beta {best.reflect.beta}.\n")
     log.info("calibration -> %s", out / "reflect-sweep.md")
@@ -146,6 +149,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help=f"a fast look: {QUICK}")
     ap.add_argument("--calibrate", action="store_true", help="only the reflection sweep (Ray Tune) on the first "
                     "seed's Llama, into results/reflect-sweep.{csv,md}")
+    ap.add_argument("--calibrate-questions", type=int, default=None,
+                    help="--calibrate: training questions each trial self-generates on (default: reflect_questions)")
     defaults = Settings()
     for f in dataclasses.fields(Settings):  # every setting of world/check.Settings is a flag
         value = getattr(defaults, f.name)
@@ -187,7 +192,7 @@ def main() -> None:
         start_local_ray(RUN_CPUS * max(args.jobs, 1))  # one local Ray; Tune's trials run on it
         if args.calibrate:
             prepare_seed(check, seeds[0])
-            return calibrate(check, seeds[0], Path(args.out))
+            return calibrate(check, seeds[0], Path(args.out), args.calibrate_questions)
         for seed in seeds:  # the shared inputs first: the trials then only read them
             prepare_seed(check, seed)
             oracle(check, seed)
