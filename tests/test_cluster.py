@@ -89,7 +89,7 @@ def test_a_bucket_that_does_not_exist_is_one_line_before_any_work(s3, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err == ("tinythinker run: error: s3://no-such-bucket/run: bucket 'no-such-bucket' does not exist; "
                    "create it, or choose another --run_dir"), err
-    assert not s3.keys("run/")  # nothing was written anywhere
+    assert "no-such-bucket" not in [b["Name"] for b in s3.client.list_buckets()["Buckets"]]  # none was made
 
 
 def test_refused_credentials_are_one_line_before_any_work(s3, tmp_path, monkeypatch, capsys):
@@ -105,6 +105,13 @@ def test_refused_credentials_are_one_line_before_any_work(s3, tmp_path, monkeypa
     assert err[0].startswith(f"tinythinker run: error: s3://{BUCKET}/refused: storage unreachable or access refused")
     assert "AWS_ACCESS_KEY_ID" in err[0] and "test-secret-key" not in err[0]  # where credentials come from, not them
     assert not s3.keys("refused/")
+
+
+def test_credentials_inside_a_uri_are_refused_and_never_echoed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTHINKER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(StorageError) as refused:
+        RunDir("s3://KEYID:SECRETVALUE@bucket/run").pull()
+    assert "SECRETVALUE" not in str(refused.value) and "AWS_SECRET_ACCESS_KEY" in str(refused.value)
 
 
 def test_endpoint_down_during_a_push_loses_nothing_and_the_rerun_pushes(s3, tmp_path, monkeypatch):
@@ -302,7 +309,10 @@ def test_pipeline_on_a_cluster_with_an_s3_run_dir_survives_losing_the_training_n
             return evals[0]["step"] if evals and registered else None
 
         at = _wait_for("a registered phase-1 checkpoint in the bucket", first_checkpoint, driver, log)
-        start = next(r for r in s3.jsonl("run/sft/metrics.jsonl") if r.get("kind") == "start")
+        rows = s3.jsonl("run/sft/metrics.jsonl")
+        start = next(r for r in rows if r.get("kind") == "start")
+        # the checkpoints that may be registered at the kill: each evaluation is one, and is uploaded just before
+        evaluated = {r["step"] for r in rows if r.get("kind") == "eval"}
         lost = nodes.name_of(start["node"])
         survivor = (set(nodes.workers) - {lost}).pop()
         nodes.lose(lost)
@@ -317,13 +327,14 @@ def test_pipeline_on_a_cluster_with_an_s3_run_dir_survives_losing_the_training_n
 
     # phase 1 restarted once, on the surviving node, from the checkpoint taken before the loss
     starts = [r for r in s3.jsonl("run/sft/metrics.jsonl") if r.get("kind") == "start"]
-    assert [(nodes.name_of(r["node"]), r["step"], r["resumed"]) for r in starts] == \
-        [(lost, 0, False), (survivor, at, True)], starts
+    assert [(nodes.name_of(r["node"]), r["resumed"]) for r in starts] == [(lost, False), (survivor, True)], starts
+    resumed_at = starts[1]["step"]
+    assert starts[0]["step"] == 0 and resumed_at in evaluated and resumed_at >= at, (starts, evaluated)
     trained = Counter(r["step"] for r in s3.jsonl("run/sft/metrics.jsonl") if r.get("kind") == "train")
-    assert max(trained) == 60 and all(n == 1 for s, n in trained.items() if s <= at)  # nothing before it redone
+    assert max(trained) == 60 and all(n == 1 for s, n in trained.items() if s <= resumed_at)  # none before it redone
     checkpoints = sorted({k.split("/")[4] for k in s3.keys("run/sft/ray/sft/checkpoint_")})
     assert len(checkpoints) >= 2, checkpoints
-    print(f"lost node {lost} after the step-{at} checkpoint; resumed on {survivor}; bucket checkpoints: "
+    print(f"lost node {lost} after the step-{at} checkpoint; resumed on {survivor} at step {resumed_at}; bucket checkpoints: "
           f"{checkpoints}")
 
     # every artifact of the run layout is in the bucket; no teacher request was sent twice

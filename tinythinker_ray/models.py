@@ -33,7 +33,7 @@ def resolve_model(spec: str) -> str:
     or a hub name the hub has. Anything else is one ConfigError naming the spec and the built-ins, before any
     library gets to print a page about repo ids or an unreachable hub."""
     if is_remote(spec):
-        if not any(p.endswith("/config.json") for p, *_ in remote_stamp(spec)):
+        if not any(name == "config.json" for name, *_ in remote_stamp(spec)):
             raise ConfigError(f"model {spec} holds no config.json: not a Hugging Face model folder")
         return str(fetch_folder(spec))
     if spec in ("tiny-t5", "tiny-llama"):
@@ -150,9 +150,15 @@ def build_tiny(kind: str, out_dir: str | os.PathLike, seed: int = 0, text: list[
 
 def _tiny_model(kind: str, tok, seed: int, layers: int):
     import torch
+
+    with torch.random.fork_rng(devices=[]):  # seeded here, without resetting the caller's RNG (a training worker's)
+        torch.manual_seed(seed)
+        return _tiny_model_seeded(kind, tok, layers)
+
+
+def _tiny_model_seeded(kind: str, tok, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
-    torch.manual_seed(seed)
     if kind == "t5":
         cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=32, num_heads=2, d_ff=128, num_layers=layers,
                        num_decoder_layers=layers, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,

@@ -70,8 +70,13 @@ def run(cfg: Config) -> Path:
 def missing_output(run: RunDir, name: str, outputs: dict) -> Path | None:
     """The first output a step recorded done no longer has on disk (None: all there), so "done" is only
     believed while its outputs exist: teach's stats and stage files, a trained step's best HF folder, an eval's
-    summary. Remote URIs are not checked (the mirror holds what was pulled)."""
-    wanted = [Path(p) / "config.json" for k, p in outputs.items() if k == "best" and "://" not in str(p)]
+    summary. A remote run's models are recorded by URI: their copy in the mirror is what is checked."""
+    def on_disk(p: str) -> Path | None:
+        if run.remote and p.startswith(run.remote + "/"):
+            return run.root / p.removeprefix(run.remote + "/")
+        return None if "://" in p else Path(p)  # another run's remote model: not ours to check
+
+    wanted = [q / "config.json" for k, p in outputs.items() if k == "best" and (q := on_disk(str(p)))]
     if name == "teach":
         wanted += [run.teach.stats, *(run.teach.stage(s) for s in ("recall", "analyze", "summarize"))]
     if name.startswith("eval/"):

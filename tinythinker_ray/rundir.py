@@ -233,14 +233,14 @@ class RunDir:
         if self.remote:
             check_remote(self.remote)  # one line before any work: unreachable, refused, no such bucket
             self.root.mkdir(parents=True, exist_ok=True)
-            copy_tree(self.remote, str(self.root))
+            copy_tree(self.remote, str(self.root), skip=("ray",))  # Ray Train resumes from the remote itself
         return self.root
 
     def push(self) -> None:
         """Upload the mirror to the remote run directory (a failure names the URI; the mirror keeps everything
         and the next push, a rerun's, uploads it)."""
         if self.remote:
-            copy_tree(str(self.root), self.remote)
+            copy_tree(str(self.root), self.remote, skip=("ray",))
 
 
 class Manifest:

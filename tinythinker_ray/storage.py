@@ -7,12 +7,14 @@ gs://, file://) go through pyarrow filesystems. The layout of a run directory is
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,9 +65,14 @@ def atomic_dir(dest: str | os.PathLike, *, keep_existing: bool = False) -> Itera
     tmp.mkdir()
     try:
         yield tmp
-        if dest.exists() and any(dest.iterdir()) and keep_existing:
-            return
         as_umask_allows(tmp)  # safetensors writes weights 0600: the folder gets the modes new files get
+        if keep_existing:
+            try:  # rename(2) replaces only an empty folder: whoever got there first wins, nothing is moved aside
+                os.rename(tmp, dest)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            return
         if dest.exists():
             os.replace(dest, old)  # a folder cannot be renamed over a full one: the old one steps aside first
         try:
@@ -198,6 +205,9 @@ def _filesystem(where: str):
 
     if not is_remote(where):
         return fs.LocalFileSystem(), str(Path(where))
+    if re.match(r"[A-Za-z0-9+.-]+://[^/@]*@", where):  # pyarrow takes s3://KEY:SECRET@bucket; we never echo it
+        raise StorageError("a storage URI with credentials in it is refused (it would reach logs and the manifest): "
+                           "give them in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
     try:
         return fs.FileSystem.from_uri(where)
     except (OSError, ValueError) as e:  # an unknown scheme, a malformed URI
@@ -214,7 +224,11 @@ def check_remote(uri: str) -> None:
         return
     bucket = path.split("/", 1)[0]
     try:
-        found = filesystem.get_file_info(bucket).type
+        try:
+            found = filesystem.get_file_info(bucket).type
+        except OSError:  # credentials scoped to a prefix may not see the bucket itself: ask for the run's own path
+            filesystem.get_file_info(path)
+            return
     except OSError as e:
         raise StorageError(f"{uri}: storage unreachable or access refused: {_reason(e)} (credentials come from "
                            "the environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for a "
@@ -251,7 +265,7 @@ def copy_tree(src: str, dst: str, skip: Iterable[str] = ()) -> None:
 
 
 def remote_stamp(uri: str) -> tuple:
-    """Tells a remote folder's current content from an earlier one: its files' names, sizes and times."""
+    """Tells a remote folder's current content from an earlier one: its files' names (relative), sizes and times."""
     from pyarrow import fs
 
     filesystem, path = _filesystem(uri)
@@ -259,20 +273,21 @@ def remote_stamp(uri: str) -> tuple:
         infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True))
     except OSError as e:
         raise StorageError(f"{uri}: {_reason(e)}") from None
-    return tuple(sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == fs.FileType.File))
+    return tuple(sorted((i.path[len(path):].strip("/"), i.size, i.mtime_ns) for i in infos
+                        if i.type == fs.FileType.File))
 
 
 def fetch_folder(uri: str, skip: tuple[str, ...] = ()) -> Path:
     """A remote folder (a model, or a run to read: `skip` its checkpoints) as a folder on this node: fetched once
     into the cache, again when it changed. Each node fetches its own copy, so Ray workers on any node load what
     the driver names by URI; a run's own mirror is never touched (its driver may be writing to it)."""
-    stamp = hashlib.sha1(repr((remote_stamp(uri), skip)).encode()).hexdigest()[:12]
-    home = cache_root() / "remote" / hashlib.sha1(uri.encode()).hexdigest()[:16]
+    stamp = hashlib.sha1(repr(remote_stamp(uri)).encode()).hexdigest()[:12]
+    home = cache_root() / "remote" / hashlib.sha1(repr((uri, skip)).encode()).hexdigest()[:16]
     local = home / stamp
     if not local.exists():
         with atomic_dir(local, keep_existing=True) as tmp:  # several workers of a node may fetch at once
             copy_tree(uri, str(tmp), skip=skip)
-        for old in home.iterdir():  # earlier versions of the folder: a new best replaced them
-            if old.name != stamp and not old.name.startswith("."):
+        for old in home.iterdir():  # earlier versions (a new best replaced them), once no loader can still be on them
+            if old.name != stamp and not old.name.startswith(".") and time.time() - old.stat().st_mtime > 600:
                 shutil.rmtree(old, ignore_errors=True)
     return local

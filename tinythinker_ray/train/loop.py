@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -273,6 +274,7 @@ def _worker(config: dict) -> None:
         start, best, train_seconds = client["step"], client["best"], client.get("train_seconds", 0.0)
     out = spec.out
     if spec.remote_out and rank == 0:  # a restarted run may land on another node: continue its metrics there
+        shutil.rmtree(out.root, ignore_errors=True)  # the remote is the truth: no rows of an earlier run at this URI
         copy_tree(spec.remote_out, str(out.root), skip=(out.ray.name, out.best.name))
     log = tracking.Log(out.metrics, out.tb, spec.phase, enabled=rank == 0, tracking=spec.train.tracking,
                        run_name=spec.run_name, params=_params(spec, world, objective.name))
