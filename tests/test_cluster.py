@@ -132,6 +132,27 @@ def test_endpoint_down_during_a_push_loses_nothing_and_the_rerun_pushes(s3, tmp_
     assert s3.read("pushed/teach/stats.json") == b'{"asked": 3}\n'
 
 
+def test_the_driver_follows_an_uploaded_metrics_file_from_where_it_left_off(s3, tmp_path):
+    """A remote run's progress: each poll reads the uploaded metrics.jsonl from its offset on (a range read), and
+    a row still being written waits for the next poll."""
+    from tinythinker_ray.storage import read_from
+    from tinythinker_ray.train.tracking import Follow
+
+    rows = [json.dumps({"kind": "train", "step": i, "loss": 1.0 / i, "lr": 1e-3}) for i in (1, 2, 3)]
+    key, uri = "follow/metrics.jsonl", f"s3://{BUCKET}/follow/metrics.jsonl"
+    with Follow(tmp_path / "metrics.jsonl", "sft", 3, remote=uri) as follow:
+        follow._poll()  # nothing uploaded yet: nothing shown, no error
+        assert follow.offset == 0
+        s3.client.put_object(Bucket=BUCKET, Key=key, Body=(rows[0] + "\n" + rows[1][:9]).encode())
+        follow._poll()
+        assert (follow.bar.n, follow.offset) == (1, len(rows[0]) + 1)
+        s3.client.put_object(Bucket=BUCKET, Key=key, Body=("\n".join(rows) + "\n").encode())
+        follow._poll()
+        assert follow.bar.n == 3 and follow.offset == len("\n".join(rows)) + 1
+    assert read_from(uri, len(rows[0]) + 1) == ("\n".join(rows[1:]) + "\n").encode()
+    assert read_from(uri, 10_000) == b""
+
+
 # ----- the whole pipeline on a three-node cluster, a worker node lost mid-training ---------------------------
 
 @dataclass

@@ -33,9 +33,10 @@ def resolve_model(spec: str) -> str:
     or a hub name the hub has. Anything else is one ConfigError naming the spec and the built-ins, before any
     library gets to print a page about repo ids or an unreachable hub."""
     if is_remote(spec):
-        if not any(name == "config.json" for name, *_ in remote_stamp(spec)):
+        listing = remote_stamp(spec)
+        if not any(name == "config.json" for name, *_ in listing):
             raise ConfigError(f"model {spec} holds no config.json: not a Hugging Face model folder")
-        return str(fetch_folder(spec))
+        return str(fetch_folder(spec, listing=listing))
     if spec in ("tiny-t5", "tiny-llama"):
         out = cache_root() / spec
         if not (out / "config.json").exists():

@@ -277,11 +277,21 @@ def remote_stamp(uri: str) -> tuple:
                         if i.type == fs.FileType.File))
 
 
-def fetch_folder(uri: str, skip: tuple[str, ...] = ()) -> Path:
+def read_from(where: str | Path, offset: int) -> bytes:
+    """A file's bytes from `offset` on, local or remote (an object store is asked for that range only).
+    FileNotFoundError / OSError when it is not there (yet) or the store does not answer."""
+    filesystem, path = _filesystem(str(where))
+    with filesystem.open_input_file(path) as f:
+        size = f.size()
+        return f.read_at(size - offset, offset) if size > offset else b""
+
+
+def fetch_folder(uri: str, skip: tuple[str, ...] = (), listing: tuple | None = None) -> Path:
     """A remote folder (a model, or a run to read: `skip` its checkpoints) as a folder on this node: fetched once
     into the cache, again when it changed. Each node fetches its own copy, so Ray workers on any node load what
-    the driver names by URI; a run's own mirror is never touched (its driver may be writing to it)."""
-    stamp = hashlib.sha1(repr(remote_stamp(uri)).encode()).hexdigest()[:12]
+    the driver names by URI; a run's own mirror is never touched (its driver may be writing to it).
+    `listing`: the folder's `remote_stamp`, when the caller already listed it (one listing, not two)."""
+    stamp = hashlib.sha1(repr(listing if listing is not None else remote_stamp(uri)).encode()).hexdigest()[:12]
     home = cache_root() / "remote" / hashlib.sha1(repr((uri, skip)).encode()).hexdigest()[:16]
     local = home / stamp
     if not local.exists():

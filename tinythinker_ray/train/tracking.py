@@ -27,7 +27,7 @@ import torch
 
 from ..config import TrackingConfig
 from ..errors import ConfigError
-from ..storage import append_jsonl
+from ..storage import StorageError, append_jsonl, read_from
 
 log = logging.getLogger(__name__)
 
@@ -190,20 +190,10 @@ class Follow:
             self._poll()
 
     def _new_bytes(self) -> bytes:
-        if self.remote:
-            from pyarrow import fs
-
-            try:
-                filesystem, path = fs.FileSystem.from_uri(self.remote)
-                with filesystem.open_input_stream(path) as f:
-                    return f.read()[self.offset:]
-            except OSError:  # not uploaded yet, or the store hiccupped: the next poll asks again
-                return b""
-        if not self.path.exists():
+        try:
+            return read_from(self.remote or self.path, self.offset)
+        except (OSError, StorageError):  # not written (uploaded) yet, or the store hiccupped: the next poll asks again
             return b""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            return f.read()
 
     def _poll(self) -> None:
         chunk = self._new_bytes()
