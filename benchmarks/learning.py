@@ -41,17 +41,16 @@ log = logging.getLogger("learning")
 
 
 def trial(params: dict, *, work: str, settings: dict, modes: list[str]) -> None:
-    """One Tune trial: every phase-1 mode of one (family, seed), then the reflect rounds on the full mode."""
+    """One Tune trial: every phase-1 mode of one (family, seed), then the reflect rounds on --reflect-from's."""
     from ray import tune
 
-    from tinythinker_ray.core.modes import FULL
     from tinythinker_ray.world.check import Check, Settings, run_mode, run_reflect
 
     check = Check(Path(work), Settings(**settings))
     family, seed = params["family"], params["seed"]
     for mode in modes:
         run_mode(check, family, seed, mode)
-    if check.settings.rounds and FULL in modes:
+    if check.settings.rounds and check.settings.reflect_from in modes:
         run_reflect(check, family, seed)
     tune.report({"units": len([k for k in check.cache.rows if k[:2] == (family, seed)])})
 
@@ -174,7 +173,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     record = work / "settings.json"
     now = dataclasses.asdict(settings)
-    if record.exists() and (before := json.loads(record.read_text())) != now:
+    # a setting added since the folder was made counts as its default (it did not exist, so it was not changed)
+    if record.exists() and (before := dataclasses.asdict(defaults) | json.loads(record.read_text())) != now:
         diff = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
         ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings, "
                  "or with --fresh (deletes it) or another --work")

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from tinythinker_ray.config import SamplerConfig, SynthConfig
-from tinythinker_ray.core.modes import MODES
+from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.eval.chain import accuracy, run_chain
+from tinythinker_ray.rundir import RunDir
 from tinythinker_ray.sampling.base import Completion, Sampler
+from tinythinker_ray.storage import write_jsonl
 from tinythinker_ray.world import synth
-from tinythinker_ray.world.check import GoldStages
+from tinythinker_ray.world.check import Check, GoldStages, Settings, recall_right
 from tinythinker_ray.world.check_report import aggregate
 from tinythinker_ray.world.rules import RulesSampler
 
@@ -62,6 +64,22 @@ def test_gold_stages_tell_how_much_a_better_recall_and_analyses_could_give(tmp_p
     assert with_gold > alone
 
 
+def test_recall_right_reads_a_units_saved_test_chains_against_the_worlds_facts(tmp_path):
+    check = Check(tmp_path, Settings())
+    synth.write(SynthConfig(train=30, valid=2, test=6, options=3, key="link"), check.data_dir(0))
+    world = synth.load_world(check.data_dir(0))
+    test = load_benchmark("custom", str(check.data_dir(0))).test
+    results = RunDir(check.seed_dir(0) / "llama" / FULL).eval("reflect-2").results
+    results.parent.mkdir(parents=True)
+    other = synth.explain(world, test[1]).knowledge  # a true fact, of another question: wrong here
+    write_jsonl(results, [{"id": q.id, "chains": [{"recall": synth.explain(world, q, style=i).knowledge if i < 4
+                                                   else other}]} for i, q in enumerate(test)]
+                + [{"id": "synth-train-00000", "chains": [{"recall": "not counted"}]}])  # the training sample's
+    assert recall_right(check, {"family": "llama", "seed": 0, "stage": "reflect-2"}) == 4 / 6
+    assert recall_right(check, {"family": "llama", "seed": 0, "stage": "analyze_summarize"}) is None  # no recall
+    assert recall_right(check, {"family": "llama", "seed": 0, "stage": FULL}) is None  # not evaluated here
+
+
 @pytest.mark.slow
 def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     """Two seeds as two Ray Tune trials of one local Ray; the full mode is diagnosed and gets a reflect round."""
@@ -80,13 +98,13 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     assert set(lines) == {"summarize", "recall_analyze_summarize", "reflect-1"}
     assert all(line["seeds"] == [0, 1] and 0.0 <= line["test"] <= 1.0 for line in lines.values())
     full = lines["recall_analyze_summarize"]
-    for key in ("test_gold_recall", "test_gold_analyses", "train_right_recalls"):
+    for key in ("test_recall_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls"):
         assert 0.0 <= full[key] <= 1.0, key
     t5 = json.loads((tmp_path / "work" / "models" / "t5-0" / "config.json").read_text())
     assert (t5["num_layers"], t5["num_decoder_layers"]) == (2, 2)  # the Llama's 4 blocks, split
     assert report["meta"]["oracle"] > 0.9  # the rule teacher as the student answers its own world
     md = (out / "learning.md").read_text()
-    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md
+    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md and "recall right" in md
     assert (out / "learning.png").stat().st_size > 1000
     # a rerun finds every unit in the cache and trains nothing
     units = (tmp_path / "work" / "results.jsonl").read_text()

@@ -133,3 +133,26 @@ def test_errors_name_what_is_wrong(data, tmp_path):
         _teacher(out).generate([prompt.messages(csqa, system)], GenParams())
     with pytest.raises(DataError, match="not a teacher prompt nor a stage input"):
         _teacher(out).generate(["hello"], GenParams())
+
+
+def test_a_link_world_teacher_errs_consistently_and_its_oracle_is_perfect(tmp_path):
+    """synth.key link: a wrong rationale's general fact names the option it wrongly calls correct (the teacher's
+    errors stay coherent), and the oracle still answers every chain mode perfectly."""
+    synth.write(SynthConfig(train=120, valid=10, test=30, options=3, key="link"), tmp_path)
+    splits = load_benchmark("custom", str(tmp_path))
+    system = prompt.system_message(load_fewshot("custom", str(tmp_path)), 3, seed=0)
+    world = synth.load_world(tmp_path)
+    qs = splits.train[:100]
+    parsed = _parsed(_teacher(tmp_path, error_rate=0.5), qs, system, n=4)
+    wrong = 0
+    for q, rs in zip(qs, parsed, strict=True):
+        for r in rs:
+            assert isinstance(r, filters.Rationale), r
+            said = dict(q.options)[r.answer]
+            word = said if said in world.entities else world.by_phrase[said].word
+            assert word in r.knowledge, (r.answer, r.knowledge)
+            wrong += r.answer != q.answer
+    assert 0.35 < wrong / 400 < 0.65
+    oracle = make_sampler(SamplerConfig(backend="rules", model=str(tmp_path)))
+    for mode in MODES.values():
+        assert accuracy(run_chain(oracle, splits.test, mode))["accuracy"] == 1.0

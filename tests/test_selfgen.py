@@ -4,8 +4,16 @@ samples the analyses for a fixed recall; a temperature decay gives one pass per 
 
 from __future__ import annotations
 
-from tinythinker_ray.config import SynthConfig, TeacherConfig
+import random
+
+import pytest
+
+from tinythinker_ray.config import SynthConfig, TeacherConfig, build_config
+from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.loaders import load_benchmark
+from tinythinker_ray.errors import ConfigError
+from tinythinker_ray.reflect.iterate import reflected_stages
+from tinythinker_ray.reflect.pairs import recall_pairs_for
 from tinythinker_ray.reflect.selfgen import _chains, _passes
 from tinythinker_ray.sampling.pool import make_sampler
 from tinythinker_ray.world import synth
@@ -30,7 +38,8 @@ def _world(tmp_path):
 
 def test_recall_pass_samples_the_recall_only(tmp_path):
     questions, sampler = _world(tmp_path)
-    chains = _chains(sampler, questions, _passes(10, 0.7, 0.0), max_tokens=200, stage="recall")
+    chains = _chains(sampler, questions, _passes(10, 0.7, 0.0), max_tokens=200, stage="recall",
+                     mode=MODES[FULL])
     (recall_n, recall), (analyze_n, analyze), (_, summary) = sampler.calls
     assert (recall_n, recall.n, recall.temperature, recall.max_tokens) == (4, 10, 0.7, 200)
     assert (analyze_n, analyze.n, analyze.temperature) == (4 * 10 * 3, 1, 0.0)  # every recall x option, greedy
@@ -40,11 +49,40 @@ def test_recall_pass_samples_the_recall_only(tmp_path):
 def test_analyze_pass_samples_the_analyses_of_a_fixed_recall(tmp_path):
     questions, sampler = _world(tmp_path)
     recalls = [f"recall {i}." for i in range(4)]
-    chains = _chains(sampler, questions, _passes(10, 0.7, 0.0), 200, "analyze", recalls=recalls)
+    chains = _chains(sampler, questions, _passes(10, 0.7, 0.0), 200, "analyze", MODES[FULL], recalls=recalls)
     (analyze_n, analyze), (summary_n, summary) = sampler.calls  # no recall generation
     assert (analyze_n, analyze.n, analyze.temperature) == (4 * 3, 10, 0.7)
     assert summary_n == 40 and summary.temperature == 0.0
     assert all(c["recall"] == r for cs, r in zip(chains, recalls, strict=True) for c in cs)
+
+
+def test_a_recall_summarize_student_self_generates_recalls_and_summaries_only(tmp_path):
+    """Reflection goes on in the student's own phase-1 mode: no analyses asked of a student that never learned
+    them, and its recall pairs still come out of those chains."""
+    questions, sampler = _world(tmp_path)
+    chains = _chains(sampler, questions, _passes(5, 0.7, 0.0), 200, "recall", MODES["recall_summarize"])
+    (recall_n, recall), (summary_n, summary) = sampler.calls  # recall, then summarize: no analyze call
+    assert (recall_n, recall.n, summary_n) == (4, 5, 20)
+    assert all(c["analyses"] == [] and c["prediction"] == q.answer for q, cs in zip(questions, chains, strict=True)
+               for c in cs)  # the oracle's chains are right
+    wrong = [dict(c, recall="Nothing is known.", prediction="Z") for c in chains[0][:2]]
+    pairs = recall_pairs_for(questions[0], chains[0] + wrong, [], random.Random(0))
+    assert pairs and all(p["rejected"] == "Nothing is known." for p in pairs)
+
+
+@pytest.mark.parametrize("sft_mode, reflect_mode, stages", [
+    (FULL, "recall_analyze", ("recall", "analyze")),
+    ("recall_summarize", "recall_analyze", ("recall",)),
+    ("recall_summarize", "analyze", None),
+    ("analyze_summarize", "recall_analyze", None),
+])
+def test_reflected_stages_are_those_the_phase_1_mode_has(sft_mode, reflect_mode, stages):
+    cfg = build_config({"sft": {"mode": sft_mode}, "reflect": {"mode": reflect_mode}})
+    if stages:
+        assert reflected_stages(cfg) == stages
+    else:
+        with pytest.raises(ConfigError, match="reflect.mode"):
+            reflected_stages(cfg)
 
 
 def test_temperature_decay_is_one_pass_per_sample_at_a_falling_temperature():

@@ -50,8 +50,9 @@ def test_test_pairs_are_never_asked_in_training_but_their_facts_are(sc):
     assert all(world.properties[p].category == world.entities[e] for ps in world.pairs.values() for e, p in ps)
 
 
-def test_every_question_has_exactly_its_label_true_and_options_from_distinct_categories():
-    world, qs = synth.build(SynthConfig(options=3, trait_share=0.5))
+@pytest.mark.parametrize("key", ["fact", "link"])
+def test_every_question_has_exactly_its_label_true_and_options_from_distinct_categories(key):
+    world, qs = synth.build(SynthConfig(options=3, trait_share=0.5, key=key))
     kinds = set()
     for q in qs["train"] + qs["test"]:
         assert len(q.options) == 3
@@ -123,8 +124,9 @@ def test_foreign_questions_and_worlds_are_data_errors(tmp_path):
         synth.load_world(tmp_path / "world.json")
 
 
-def test_reasons_against_an_option_say_so_in_words():
-    world, qs = synth.build(SynthConfig())
+@pytest.mark.parametrize("key", ["fact", "link"])
+def test_reasons_against_an_option_say_so_in_words(key):
+    world, qs = synth.build(SynthConfig(key=key))
     negation = {"not", "no", "cannot", "only"}
     for q in qs["train"][:80]:
         for style in range(synth.STYLES):
@@ -132,3 +134,37 @@ def test_reasons_against_an_option_say_so_in_words():
             for label, reason in ex.reasons:
                 said = negation & set(reason.rstrip(".").replace(",", "").split())
                 assert bool(said) == (label != ex.answer), (style, reason)
+
+
+def _named(world, text: str) -> str:
+    """The made-up word an option's text is about (an entity, or a property's word)."""
+    return text if text in world.entities else world.by_phrase[text].word
+
+
+def test_a_link_key_names_the_option_it_makes_true_and_the_reasons_follow_from_it(tmp_path):
+    """`link`: the general fact names the answer's option (the combining is the recall's) and every reason can be
+    read off it; `fact`: the general fact of a which-question names no option (the reasons do the combining)."""
+    sc = SynthConfig(options=4, key="link", train=120, valid=10, test=20)
+    world, qs = synth.build(sc)
+    facts, _ = synth.build(sc.model_copy(update={"key": "fact"}))
+    assert facts.to_dict() | {"key": "link"} == world.to_dict()  # the same world, only its wording differs
+    for q in qs["train"] + qs["test"]:
+        kind, _ = synth.parse_stem(world, q.stem)
+        for style in range(synth.STYLES):
+            ex = synth.explain(world, q, style=style)
+            words = set(ex.knowledge.rstrip(".").replace(",", "").replace(";", "").lower().split())
+            named = {lab for lab, t in q.options if _named(world, t) in words or _named(world, t) + "s" in words}
+            assert named == {q.answer}, (style, ex.knowledge)
+            owner = world.entities[dict(q.options)[q.answer]] if kind == "which" else world.entities[
+                q.stem.split()[-1].rstrip("?")]
+            assert owner in ex.knowledge.lower()  # the category that links the question to its answer
+            fact = synth.explain(facts, q, style=style)
+            assert fact.answer == ex.answer
+            if kind == "which":
+                assert not {t for _, t in q.options} & set(fact.knowledge.rstrip(".").split())
+    synth.write(sc, tmp_path)
+    assert synth.load_world(tmp_path).key == "link"
+    bad = json.loads((tmp_path / "world.json").read_text()) | {"key": "bogus"}
+    (tmp_path / "world.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="not a synth world.*bogus"):
+        synth.load_world(tmp_path)

@@ -291,6 +291,10 @@ class SynthConfig(_Section):
     valid: int = Field(50, ge=1, description="validation questions")
     test: int = Field(200, ge=1, description="test questions")
     fewshot: int = Field(8, ge=1, description="teacher exemplars written to fewshot_rationales.json")
+    key: Literal["fact", "link"] = Field(
+        "fact", description="the general fact (Key Information): 'fact' = one world fact, each option's reason adds "
+                            "that option's own; 'link' = the fact and the option it makes true, each reason only "
+                            "compares its option with it (the recall does the combining)")
 
 
 # The authors' per-dataset teacher settings (datasets/Prompt Engineering.ipynb of shengminp/TinyThinker): shots,

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from ..config import Config, with_overrides
+from ..core.modes import get_mode
 from ..core.records import Question
 from ..errors import ConfigError
 from ..eval.chain import ChainEval
@@ -40,6 +41,17 @@ from .selfgen import generate_analyses, generate_recalls
 
 log = logging.getLogger(__name__)
 STAGES = {"recall": ("recall",), "analyze": ("analyze",), "recall_analyze": ("recall", "analyze")}
+
+
+def reflected_stages(cfg: Config) -> tuple[str, ...]:
+    """The stages that get pairs: reflect.mode's, of those the student's phase-1 mode (sft.mode) has. The paper
+    reflects its full model; a recall_summarize student reflects on its recalls only."""
+    mode = get_mode(cfg.sft.mode)
+    stages = tuple(s for s in STAGES[cfg.reflect.mode] if getattr(mode, s))
+    if not stages or not mode.recall:  # analyze pairs are sampled for chosen recalls: no recall, no pairs
+        raise ConfigError(f"config key 'reflect.mode': {cfg.reflect.mode} reflects no stage that sft.mode "
+                          f"{cfg.sft.mode} has (reflection samples recalls: the phase-1 mode needs a recall stage)")
+    return stages
 
 
 def _split(cfg: Config, split: str, limits: list[int | None]) -> list[Question]:
@@ -94,7 +106,7 @@ def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
     gens = generate_recalls(cfg, policy, questions, it.generations)
     recall = list(build_recall_pairs(read_jsonl(gens), teacher, rng))
     analyze: list[dict] = []
-    if "analyze" in STAGES[cfg.reflect.mode] and recall:
+    if "analyze" in reflected_stages(cfg) and recall:
         requests = analyze_requests(recall, {q.id: q for q in questions})
         agens = generate_analyses(cfg, policy, requests, it.analyze_generations)
         teacher_analyses = {qid: [c["analyses"] for c in cs if c["analyses"]] for qid, cs in teacher.items()}
@@ -135,7 +147,7 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     record = {"round": round_, "reference": policy, "recall_pairs": len(pairs["recall"]),
               "analyze_pairs": len(pairs["analyze"])}
     per_step = r.batch_size * tc.num_workers
-    trainable = {s: pairs[s] for s in STAGES[r.mode] if len(pairs[s]) >= per_step}
+    trainable = {s: pairs[s] for s in reflected_stages(cfg) if len(pairs[s]) >= per_step}
     if not trainable:
         record |= {"stopped": f"too few preference pairs to train (need >= {per_step} = reflect.batch_size x "
                               f"train.num_workers in a stage)", "seconds": round(time.time() - t0, 1)}
@@ -155,7 +167,7 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
                    scheduler="cosine", warmup=r.warmup, eval_every=sum(n for _, n in plan), name="reflect",
                    seed=r.seed + round_, phase=f"reflect {round_}", run_name=run.name)
     evaluate = ChainEval(questions=[q.to_dict() for q in valid], max_new_tokens=cfg.student.max_new_tokens,
-                         batch_size=cfg.eval.batch_size)
+                         batch_size=cfg.eval.batch_size, mode=get_mode(cfg.sft.mode))
     objective = Objective("rpo", collate=collate_pairs,
                           loss=partial(rpo_step_loss, beta=r.beta, alpha=r.alpha, kind=r.loss))
     result = fit(spec, datasets, objective, evaluate)
@@ -176,6 +188,7 @@ def reflect(cfg: Config, model: str | None = None) -> list[dict]:
     """Run the rounds not finished yet; returns every round's record (finished earlier ones included)."""
     from ..raylib import ensure_ray
 
+    reflected_stages(cfg)  # a mode without a recall is one line before any work
     policy = first_model(cfg, model)
     run = RunDir(cfg.run_dir)
     records: list[dict] = []

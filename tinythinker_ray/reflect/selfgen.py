@@ -6,6 +6,8 @@ Two passes per round, both through `map_with_sampler` (one engine per replica: v
              analyses and the summary greedy; one JSON row per question -> generations.jsonl
   analyses   every (question, chosen recall) of the recall pairs: `analyze_samples` analysis sets SAMPLED,
              summary greedy -> analyze_generations.jsonl
+The chains are those of the phase-1 mode the student was trained in (`sft.mode`): a recall_summarize student is
+asked for no analyses it never learned to write.
 With `temperature_decay` > 0 the samples come one pass at a time, the temperature lowered by it per pass (as
 the reference allows). Rows are appended as Ray Data blocks finish; a rerun skips the rows already there.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from .. import console
 from ..config import Config
+from ..core.modes import Mode, get_mode
 from ..core.records import Question
 from ..eval.chain import run_chain
 from ..sampling.base import GenParams, Sampler
@@ -35,14 +38,14 @@ def _passes(samples: int, temperature: float, decay: float) -> list[tuple[int, f
     return [(1, max(temperature - k * decay, 0.0)) for k in range(samples)]
 
 
-def _chains(sampler: Sampler, questions: list[Question], passes, max_tokens: int, stage: str,
+def _chains(sampler: Sampler, questions: list[Question], passes, max_tokens: int, stage: str, mode: Mode,
             recalls: list[str] | None = None) -> list[list[dict]]:
     """Per question, the chains of every pass; `stage` is the one sampled (the other stages are greedy)."""
     out: list[list[dict]] = [[] for _ in questions]
     greedy = GenParams(max_tokens=max_tokens)
     for n, temperature in passes:
         sampled = GenParams(n=n, temperature=temperature, max_tokens=max_tokens)
-        results = run_chain(sampler, questions, recall=sampled if stage == "recall" else greedy,
+        results = run_chain(sampler, questions, mode, recall=sampled if stage == "recall" else greedy,
                             analyze=sampled if stage == "analyze" else greedy,
                             summarize=GenParams(max_tokens=SUMMARY_TOKENS), fixed_recalls=recalls)
         for i, rs in enumerate(results):
@@ -51,19 +54,19 @@ def _chains(sampler: Sampler, questions: list[Question], passes, max_tokens: int
     return out
 
 
-def recall_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int) -> list[dict]:
+def recall_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int, mode: str) -> list[dict]:
     """Ray Data task: rows {"key", "question" (JSON)} -> rows {"key", "row" (a generations.jsonl line)}."""
     questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
-    chains = _chains(sampler, questions, passes, max_tokens, "recall")
+    chains = _chains(sampler, questions, passes, max_tokens, "recall", get_mode(mode))
     return [{"key": r["key"], "row": json.dumps({"qid": q.id, "question": q.to_dict(), "chains": cs})}
             for r, q, cs in zip(rows, questions, chains, strict=True)]
 
 
-def analyze_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int) -> list[dict]:
+def analyze_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int, mode: str) -> list[dict]:
     """Ray Data task: rows {"key", "question", "recall", "backup" (JSON)} -> analyze_generations lines."""
     questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
     recalls = [r["recall"] for r in rows]
-    chains = _chains(sampler, questions, passes, max_tokens, "analyze", recalls=recalls)
+    chains = _chains(sampler, questions, passes, max_tokens, "analyze", get_mode(mode), recalls=recalls)
     keep = ("analyses", "summary", "prediction")
     return [{"key": r["key"], "row": json.dumps({"qid": q.id, "question": q.to_dict(), "recall": rec,
                                                  "backup": json.loads(r["backup"]),
@@ -110,7 +113,7 @@ def _generate(cfg: Config, model: str, requests: list[dict], out: Path, task, de
 def generate_recalls(cfg: Config, model: str, questions: list[Question], out: Path) -> Path:
     r = cfg.reflect
     task = functools.partial(recall_task, passes=_passes(r.samples, r.temperature, r.temperature_decay),
-                             max_tokens=cfg.student.max_new_tokens)
+                             max_tokens=cfg.student.max_new_tokens, mode=cfg.sft.mode)
     requests = [{"qid": q.id, "question": q.to_dict()} for q in questions]
     return _generate(cfg, model, requests, out, task, "self-generation: recalls")
 
@@ -119,5 +122,5 @@ def generate_analyses(cfg: Config, model: str, requests: list[dict], out: Path) 
     """`requests` from pairs.analyze_requests: {"qid", "question", "recall", "backup"}."""
     r = cfg.reflect
     passes = _passes(r.analyze_samples, r.temperature, r.temperature_decay)
-    task = functools.partial(analyze_task, passes=passes, max_tokens=cfg.student.max_new_tokens)
+    task = functools.partial(analyze_task, passes=passes, max_tokens=cfg.student.max_new_tokens, mode=cfg.sft.mode)
     return _generate(cfg, model, requests, out, task, "self-generation: analyses")

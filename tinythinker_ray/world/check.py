@@ -40,6 +40,7 @@ class Settings:
     properties: int = 12
     options: int = 3
     holdout: float = 0.33
+    key: str = "fact"  # synth.key: "link" puts the combining in the recall (gold recall then decides the chain)
     train: int = 600
     valid: int = 30
     test: int = 90
@@ -64,6 +65,7 @@ class Settings:
     zero_stage: int = 0
     # phase 2, at the method's scale: every training question, the authors' 10 samples, steps from the pairs
     rounds: int = 3
+    reflect_from: str = FULL  # the phase-1 mode whose model the rounds go on from (the paper: the full one)
     reflect_questions: int | None = None  # None: the whole training split
     reflect_samples: int = 10
     reflect_cycles: int = 2
@@ -81,7 +83,7 @@ class Settings:
 
 def synth_config(s: Settings, seed: int) -> SynthConfig:
     return SynthConfig(seed=seed, categories=s.categories, entities=s.entities, properties=s.properties,
-                       options=s.options, holdout=s.holdout, train=s.train, valid=s.valid, test=s.test)
+                       options=s.options, holdout=s.holdout, train=s.train, valid=s.valid, test=s.test, key=s.key)
 
 
 def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny-llama", family: str = "llama",
@@ -252,7 +254,7 @@ def run_mode(check: Check, family: str, seed: int, mode: str) -> dict:
     row = {"family": family, "seed": seed, "stage": mode, "best": fit.best_dir, "valid": fit.best_accuracy,
            "steps": fit.steps, "train_seconds": round(fit.train_seconds, 1), "sft_seconds": round(fit.seconds, 1),
            **score(cfg, fit.best_dir, "sft", check.settings.train_sample), "seconds": round(time.time() - t0, 1)}
-    if mode == FULL:  # where the full chain loses accuracy, and how often its sampled recalls are right
+    if get_mode(mode).recall:  # where the chain loses accuracy, and how often its sampled recalls are right
         row |= diagnose(check, seed, fit.best_dir, get_mode(mode))
     log.info("%s seed %d %s: test %.3f train %.3f valid %.3f (%.0f s)", family, seed, mode, row["test"],
              row.get("train", float("nan")), row["valid"], row["seconds"])
@@ -260,16 +262,18 @@ def run_mode(check: Check, family: str, seed: int, mode: str) -> dict:
 
 
 def run_reflect(check: Check, family: str, seed: int) -> list[dict]:
-    """The reflect rounds on the full mode's run_dir, from its phase-1 best; each round scored and diagnosed."""
+    """The reflect rounds on the `reflect_from` mode's run_dir, from its phase-1 best; each round scored and
+    diagnosed."""
     from ..reflect.iterate import reflect
 
     s, cache = check.settings, check.cache
     stages = [f"reflect-{i}" for i in range(1, s.rounds + 1)]
     if all(cache.get(family, seed, st) for st in stages):
         return [cache.get(family, seed, st) for st in stages]
-    previous = cache.get(family, seed, FULL)
-    run_dir = check.mode_dir(family, seed, FULL)
-    cfg = check.config(seed, run_dir, model=student(check, family, seed), family=family)
+    mode = s.reflect_from
+    previous = cache.get(family, seed, mode)
+    run_dir = check.mode_dir(family, seed, mode)
+    cfg = check.config(seed, run_dir, model=student(check, family, seed), family=family, mode=mode)
     t0 = time.time()
     records = reflect(cfg, model=previous["best"])
     rows = []
@@ -284,7 +288,7 @@ def run_reflect(check: Check, family: str, seed: int) -> list[dict]:
                    "pairs": {"recall": rec["recall_pairs"], "analyze": rec["analyze_pairs"]},
                    "logp_margin": rec.get("logp_margin"), "steps": rec.get("steps"),
                    **score(cfg, rec["best"], stage, s.train_sample),
-                   **diagnose(check, seed, rec["best"], MODES[FULL])}
+                   **diagnose(check, seed, rec["best"], MODES[mode])}
         else:  # no pairs to train on: the model stays the previous one (as `tinythinker run` keeps it)
             row = {k: previous[k] for k in previous if k not in ("stage", "seconds", "steps", "pairs")}
             row |= {"stage": stage, "stopped": rec.get("stopped", "no best")}
@@ -312,6 +316,29 @@ def oracle(check: Check, seed: int) -> dict:
     return cache.add({"family": "oracle", "seed": seed, "stage": FULL, "test": summary["accuracy"]})
 
 
+def recall_right(check: Check, row: dict) -> float | None:
+    """From a unit's saved test evaluation: the share of held-out questions whose greedy recall is a true general
+    fact of the world (any wording), i.e. how often the student's own recall is right. None for modes without a
+    recall, or when the evaluation is not on disk (a cache row from another machine)."""
+    from ..data.loaders import load_benchmark
+    from ..rundir import RunDir
+    from . import synth
+
+    stage = row["stage"]
+    mode, tag = (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
+    if mode not in MODES or "recall" not in MODES[mode].stages:
+        return None
+    results = RunDir(check.seed_dir(row["seed"]) / row["family"] / mode).eval(tag).results
+    if not results.exists():
+        return None
+    world = synth.load_world(check.data_dir(row["seed"]))
+    test = {q.id: q for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
+    right = [r["chains"][0]["recall"] in {synth.explain(world, test[r["id"]], style=s).knowledge
+                                          for s in range(synth.STYLES)}
+             for r in read_jsonl(results) if r["id"] in test]
+    return statistics.fmean(right) if right else None
+
+
 # ----- where accuracy is lost ----------------------------------------------------------------------------------
 
 class GoldStages(Sampler):
@@ -332,7 +359,7 @@ class GoldStages(Sampler):
 
 def diagnose(check: Check, seed: int, model_path: str, mode: Mode) -> dict:
     """Per model: test accuracy of the chain with the gold recall given, and with gold recall and analyses given
-    (only the summary the student's); the share of sampled recalls (reflect.samples at reflect.temperature) on the
+    (a mode with both; only the summary the student's); the share of sampled recalls (reflect.samples at reflect.temperature) on the
     training sample whose greedy chain reaches the label (what self-generation starts from)."""
     from ..data.loaders import load_benchmark
     from ..eval.chain import accuracy, run_chain
@@ -346,6 +373,8 @@ def diagnose(check: Check, seed: int, model_path: str, mode: Mode) -> dict:
     greedy = GenParams(max_tokens=s.max_new_tokens)
     out = {}
     for name, gold in (("test_gold_recall", ("recall",)), ("test_gold_analyses", ("recall", "analyze"))):
+        if not set(gold) <= set(mode.stages):  # R+S: no analyses to give
+            continue
         chains = run_chain(GoldStages(student_, oracle_, gold), splits.test, mode, recall=greedy, analyze=greedy)
         out[name] = accuracy(chains)["accuracy"]
     sampled = GenParams(n=s.reflect_samples, temperature=s.reflect_temperature, max_tokens=s.max_new_tokens)

@@ -13,10 +13,11 @@ from pathlib import Path
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
 from ..rundir import RunDir
+from .check import recall_right
 
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
-DIAGNOSTICS = ("test_gold_recall", "test_gold_analyses", "train_right_recalls")
+DIAGNOSTICS = ("test_recall_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -44,8 +45,8 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
     return lines
 
 
-def label(stage: str) -> str:
-    return SHORT.get(stage, stage.replace("reflect-", "R+A+S + reflect round "))
+def label(stage: str, reflect_from: str = FULL) -> str:
+    return SHORT.get(stage, stage.replace("reflect-", f"{SHORT[reflect_from]} + reflect round "))
 
 
 def _cell(line: dict, key: str, bold: bool = False) -> str:
@@ -57,6 +58,7 @@ def _cell(line: dict, key: str, bold: bool = False) -> str:
 
 def markdown(lines: list[dict], meta: dict) -> str:
     a = meta["settings"]
+    base = a.get("reflect_from", FULL)
     out = ["# Learning check", "",
            f"Synthetic held-out reasoning task (`benchmarks/learning.py`), {a['options']} options: chance "
            f"**{1 / a['options']:.1%}**; the rule oracle through the same chain evaluation: **{meta['oracle']:.1%}**; "
@@ -64,18 +66,19 @@ def markdown(lines: list[dict], meta: dict) -> str:
            f"Students built from scratch; seeds {meta['seeds']} (each seed: its own world, teacher samples and "
            f"student init). Test = combinations never asked in training; train = the first {a['train_sample']} "
            "training questions (seen combinations). Diagnostics (test): the chain with the world's gold recall "
-           "given, and with gold recall and analyses given (only the summary is the student's); right recalls = "
+           "given, and with gold recall and analyses given (only the summary is the student's); recall right = the "
+           "share of test questions whose greedy recall is a true general fact of the world; right recalls = "
            f"the share of {a['reflect_samples']} recalls sampled at temperature {a['reflect_temperature']:g} per "
            "training question whose chain reaches the label (what self-generation starts from).", "",
-           "| student | stage | steps | test (mean ± std) | per seed | train | gold recall | gold recall + analyses "
-           "| right recalls |", "|---|---|---|---|---|---|---|---|---|"]
+           "| student | stage | steps | test (mean ± std) | per seed | train | recall right | gold recall "
+           "| gold recall + analyses | right recalls |", "|---|---|---|---|---|---|---|---|---|---|"]
     for ln in lines:
         stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
-        out.append(f"| {ln['family']} | {label(ln['stage'])}{stopped} | {ln['steps']} | {_cell(ln, 'test', True)} | "
+        out.append(f"| {ln['family']} | {label(ln['stage'], base)}{stopped} | {ln['steps']} | {_cell(ln, 'test', True)} | "
                    f"{', '.join(f'{v:.3f}' for v in ln['test_per_seed'])} | {_cell(ln, 'train')} | "
-                   f"{_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
+                   f"{_cell(ln, 'test_recall_right')} | {_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
                    f"{_cell(ln, 'train_right_recalls')} |")
-    pairs = [(ln["family"], label(ln["stage"]), p) for ln in lines for p in ln["pairs"]]
+    pairs = [(ln["family"], label(ln["stage"], base), p) for ln in lines for p in ln["pairs"]]
     if pairs:
         out += ["", "Preference pairs per round (recall / analyze, per seed): " + "; ".join(
             f"{f} {st.split()[-1]}: {p['recall']}/{p['analyze']}" for f, st, p in pairs) + "."]
@@ -83,7 +86,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
-                f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the R+A+S model, each "
+                f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the "
+                f"{SHORT[base]} model, each "
                 f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s) x "
                 f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
                 f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
@@ -91,7 +95,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
             f"rationales for {t['questions']} questions and relabelled {t['relabelled']}.",
-            f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties; "
+            f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties, general "
+            f"facts of kind '{a.get('key', 'fact')}'; "
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
             f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from an "
             f"earlier invocation; all units together took {meta['unit_seconds'] / 60:.1f} min, "
@@ -116,7 +121,8 @@ def chart(lines: list[dict], meta: dict, path: Path) -> None:
                yerr=[got[s]["test_std"] for s in stages if s in got], capsize=3, label=f"tiny {family}")
     ax.axhline(1 / meta["settings"]["options"], color="gray", linestyle="--", label="chance")
     ax.axhline(meta["majority"], color="gray", linestyle=":", label="most frequent letter")
-    ax.set_xticks(range(len(stages)), [label(s).replace(" + reflect round ", "\n+ reflect ") for s in stages])
+    ax.set_xticks(range(len(stages)), [label(s, meta["settings"].get("reflect_from", FULL)).replace(" + reflect round ", "\n+ reflect ")
+                                   for s in stages])
     ax.set_ylabel(f"held-out test accuracy (mean ± std, {len(meta['seeds'])} seeds)")
     ax.set_ylim(0, 1)
     ax.legend()
@@ -139,6 +145,8 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
     import dataclasses
 
     settings = dataclasses.asdict(check.settings)
+    rows = [r | {"test_recall_right": recall_right(check, r)} if r["family"] in families and "test" in r else r
+            for r in rows]
     lines = aggregate(rows, families, seeds, check.settings.rounds)
     teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
     oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]

@@ -11,6 +11,14 @@ training questions teach it. Two kinds of question, each answered by one general
            Recall:  "A vell is a kind of zorb."
            Analyze: "zorbs can glim, so a vell can glim." / "only pleks eat dorps, so a vell does not eat dorps."
 
+With `synth.key: link` the general fact carries the link itself and each option's fact only compares with it,
+so the recall is where the combining happens and the analyses follow from it:
+
+    which  Recall:  "Only zorbs can glim, and a vell is a kind of zorb."
+           Analyze: "the vell is a zorb, so it can glim." / "the tarn is not a zorb, so it cannot glim."
+    trait  Recall:  "A vell is a kind of zorb, and zorbs can glim."
+           Analyze: "zorbs can glim, so a vell can glim." / "zorbs do not eat dorps, so a vell does not eat dorps."
+
 Every question asks about one true (entity, property) pair. The pairs are split once: validation and test ask
 only pairs no training question asks, while every entity and every property (so every rule) is asked in
 training, so a student scores on held-out questions only by combining facts it learned, not by remembering
@@ -67,12 +75,30 @@ TRAIT_YES = ("{os} {p_pl}, so a {e} {p_sg}.", "a {e} is a {c}, and {cs} {p_pl}."
              "since {os} {p_pl}, a {e} {p_sg} too.", "every {o} {p_sg}, and a {e} is a {o}.")
 TRAIT_NO = ("only {os} {p_pl}, so a {e} {p_neg_sg}.", "a {e} is a {c}, and {cs} {p_neg_pl}.",
             "since only {os} {p_pl}, a {e} {p_neg_sg}.", "only a {o} {p_sg}, and a {e} is a {c}, not a {o}.")
+# synth.key link: the general fact names the option that holds, and the reasons only compare each option with it
+WHICH_LINK_KEY = ("Only {os} {p_pl}, and a {e} is a kind of {o}.", "All {os} {p_pl}; the {e} is one of the {os}.",
+                  "Of all kinds of things, only the {o} {p_sg}, and a {e} is a {o}.",
+                  "Whatever {p_sg} is a {o}, and every {e} is a {o}.")
+WHICH_LINK_YES = ("the {e} is a {o}, so it {p_sg}.", "{e} is one of the {os}, and {os} {p_pl}.",
+                  "being a {o}, a {e} {p_sg}.", "a {e} is a {o}, and every {o} {p_sg}.")
+WHICH_LINK_NO = ("the {e} is not a {o}, so it {p_neg_sg}.", "{e} is not one of the {os}, so it {p_neg_sg}.",
+                 "not being a {o}, a {e} {p_neg_sg}.", "a {e} is no {o}, and only a {o} {p_sg}.")
+TRAIT_LINK_KEY = ("A {e} is a kind of {c}, and {cs} {p_pl}.", "The {e} belongs to the {cs}, and every {c} {p_sg}.",
+                  "Every {e} is a {c}, and all {cs} {p_pl}.", "The {e} is one of the {cs}, which {p_pl}.")
+TRAIT_LINK_YES = ("{cs} {p_pl}, so a {e} {p_sg}.", "a {e} is a {c}, and {cs} {p_pl}.",
+                  "since {cs} {p_pl}, a {e} {p_sg} too.", "every {c} {p_sg}, and a {e} is a {c}.")
+TRAIT_LINK_NO = ("{cs} {p_neg_pl}, so a {e} {p_neg_sg}.", "a {e} is a {c}, and {cs} {p_neg_pl}.",
+                 "since {cs} {p_neg_pl}, a {e} {p_neg_sg} either.", "no {c} {p_sg}, and a {e} is a {c}.")
+# key -> question kind -> (general fact, reason for, reason against)
+TEMPLATES = {"fact": {"which": (WHICH_KEY, WHICH_YES, WHICH_NO), "trait": (TRAIT_KEY, TRAIT_YES, TRAIT_NO)},
+             "link": {"which": (WHICH_LINK_KEY, WHICH_LINK_YES, WHICH_LINK_NO),
+                      "trait": (TRAIT_LINK_KEY, TRAIT_LINK_YES, TRAIT_LINK_NO)}}
 STYLES = len(WHICH_KEY)
 
 _ONSETS = "b d f g k l m n p r t v z br dr gl pl sk sn tr".split()
 _VOWELS = "a e i o u".split()
 _CODAS = "l m n r t k p d g rn lk nd mp".split()
-_TEMPLATE_WORDS = {w for t in (*WHICH_KEY, *WHICH_YES, *WHICH_NO, *TRAIT_KEY, *TRAIT_YES, *TRAIT_NO,
+_TEMPLATE_WORDS = {w for t in (*(t for key in TEMPLATES.values() for ts in key.values() for group in ts for t in group),
                                *(p for v in VERBS.values() for p in v), WHICH_STEM, TRAIT_STEM)
                    for w in re.findall(r"[a-z]+", t.lower())}
 
@@ -115,6 +141,7 @@ class World:
     entities: dict[str, str]  # entity -> category
     properties: dict[str, Prop]  # id -> Prop
     pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split -> (entity, property id)
+    key: str = "fact"  # what the general fact says: a key of TEMPLATES (synth.key)
 
     def __post_init__(self):
         self.by_phrase = {p.sg: p for p in self.properties.values()}
@@ -132,13 +159,15 @@ class World:
     def to_dict(self) -> dict:
         return {"categories": self.categories, "entities": self.entities,
                 "properties": [vars(p) for p in self.properties.values()],
-                "pairs": {s: [list(p) for p in ps] for s, ps in self.pairs.items()}}
+                "pairs": {s: [list(p) for p in ps] for s, ps in self.pairs.items()}, "key": self.key}
 
     @classmethod
     def from_dict(cls, d: dict) -> World:
         props = {p["id"]: Prop(**p) for p in d["properties"]}
+        if d.get("key", "fact") not in TEMPLATES:
+            raise KeyError(f"key {d['key']!r} is none of {sorted(TEMPLATES)}")
         return cls(list(d["categories"]), dict(d["entities"]), props,
-                   {s: [tuple(p) for p in ps] for s, ps in d.get("pairs", {}).items()})
+                   {s: [tuple(p) for p in ps] for s, ps in d.get("pairs", {}).items()}, d.get("key", "fact"))
 
 
 def load_world(path: str | Path) -> World:
@@ -181,7 +210,7 @@ def make_world(sc: SynthConfig) -> World:
     verbs = list(VERBS)
     props = {f"p{i}": Prop(f"p{i}", verbs[rng.randrange(len(verbs))], w, categories[i % sc.categories])
              for i, w in enumerate(_words(rng, sc.properties, 2, taken))}
-    world = World(categories, entities, props)
+    world = World(categories, entities, props, key=sc.key)
     world.pairs = split_pairs(world, sc.holdout, rng)
     return world
 
@@ -280,13 +309,12 @@ def explain(world: World, q: Question, view: View | None = None, style: int = 0)
     """The general fact and one reason per option, as `view` (default: the truth) has them, in wording `style`."""
     view = view or world.truth
     kind, subject = parse_stem(world, q.stem)
+    general, yes_no = TEMPLATES[world.key][kind][0], TEMPLATES[world.key][kind][1:]
     if kind == "which":
         prop = world.properties[subject]
-        knowledge = WHICH_KEY[style].format(**_fields(view, prop=prop))
-        yes_no, known, what = (WHICH_YES, WHICH_NO), world.entities, "an entity"
+        known, what = world.entities, "an entity"
     else:
-        knowledge = TRAIT_KEY[style].format(**_fields(view, entity=subject))
-        yes_no, known, what = (TRAIT_YES, TRAIT_NO), world.by_phrase, "a property"
+        known, what = world.by_phrase, "a property"
     reasons, holds = [], []
     for label, text in q.options:
         if text not in known:
@@ -295,11 +323,12 @@ def explain(world: World, q: Question, view: View | None = None, style: int = 0)
         yes = f["c"] == f["o"]
         reasons.append((label, yes_no[not yes][style].format(**f)))
         if yes:
-            holds.append(label)
+            holds.append((label, f))
     if len(holds) != 1:
         raise DataError(f"{len(holds)} options hold for {q.stem!r} (each question has exactly one answer)",
                         field="question.choices")
-    return Explanation(knowledge, tuple(reasons), holds[0])
+    # the holding option's fields have every field a general fact uses (a `link` one names that option)
+    return Explanation(general[style].format(**holds[0][1]), tuple(reasons), holds[0][0])
 
 
 def reply_lines(q: Question, ex: Explanation) -> list[str]:
