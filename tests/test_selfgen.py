@@ -12,7 +12,7 @@ from tinythinker_ray.config import SynthConfig, TeacherConfig, build_config
 from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.errors import ConfigError
-from tinythinker_ray.reflect.iterate import reflected_stages
+from tinythinker_ray.reflect.iterate import reflect, reflected_stages
 from tinythinker_ray.reflect.pairs import recall_pairs_for
 from tinythinker_ray.reflect.selfgen import _chains, _passes
 from tinythinker_ray.sampling.pool import make_sampler
@@ -74,15 +74,19 @@ def test_a_recall_summarize_student_self_generates_recalls_and_summaries_only(tm
     (FULL, "recall_analyze", ("recall", "analyze")),
     ("recall_summarize", "recall_analyze", ("recall",)),
     ("recall_summarize", "analyze", None),
-    ("analyze_summarize", "recall_analyze", None),
+    ("analyze_summarize", "recall_analyze", ()),  # no recall: no phase 2 (`run` skips it)
+    ("summarize", "recall", ()),
 ])
 def test_reflected_stages_are_those_the_phase_1_mode_has(sft_mode, reflect_mode, stages):
     cfg = build_config({"sft": {"mode": sft_mode}, "reflect": {"mode": reflect_mode}})
-    if stages:
+    if stages is not None:
         assert reflected_stages(cfg) == stages
     else:
         with pytest.raises(ConfigError, match="reflect.mode"):
             reflected_stages(cfg)
+    if not stages:  # `tinythinker reflect` refuses in one line, before it starts Ray or loads a model
+        with pytest.raises(ConfigError, match="reflect.mode|has no recall stage"):
+            reflect(cfg, model="no-such-model")
 
 
 def test_temperature_decay_is_one_pass_per_sample_at_a_falling_temperature():

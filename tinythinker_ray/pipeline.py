@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config) -> Path:
     from .eval.evaluate import evaluate, load_split
-    from .reflect.iterate import reflect
+    from .reflect.iterate import reflect, reflected_stages
     from .report import write_report
     from .teacher.distill import teach
     from .train.sft import sft
 
+    phase2 = bool(reflected_stages(cfg))  # a reflect.mode the phase-1 mode cannot serve fails here, before any work
     with workspace(cfg.run_dir) as run:  # a remote run_dir: steps work on a local mirror, each pushed when done
         atomic_write_text(run.config, dump_config(cfg))
 
@@ -60,7 +61,11 @@ def run(cfg: Config) -> Path:
         best = step("sft", lambda: {"best": run.for_workers(sft(cfg).best_dir)})["best"]
         step("eval/valid-sft", scored("valid-sft", best, "valid"))
         step("eval/test-sft", scored("test-sft", best, "test"))
-        final = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})["best"]
+        if phase2:
+            final = step("reflect", lambda: {"best": str(_last_best(reflect(cfg, model=best), best))})["best"]
+        else:  # the summarize / analyze_summarize ablations: no recall to self-generate, phase 1 is the result
+            log.info("[run] reflect: skipped, sft.mode %s has no recall stage to reflect on", cfg.sft.mode)
+            final = best
         step("eval/test-final", scored("test-final", final, "test"))
         report = write_report(run)
     log.info("[run] report: %s", run.remote + "/" + report.name if run.remote else report)

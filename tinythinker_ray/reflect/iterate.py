@@ -44,13 +44,16 @@ STAGES = {"recall": ("recall",), "analyze": ("analyze",), "recall_analyze": ("re
 
 
 def reflected_stages(cfg: Config) -> tuple[str, ...]:
-    """The stages that get pairs: reflect.mode's, of those the student's phase-1 mode (sft.mode) has. The paper
-    reflects its full model; a recall_summarize student reflects on its recalls only."""
+    """The stages that get pairs: reflect.mode's, of those the student's phase-1 mode (sft.mode) has; () for a
+    mode without a recall (summarize, analyze_summarize: self-generation samples recalls, so there is no phase 2).
+    The paper reflects its full model; a recall_summarize student reflects on its recalls only."""
     mode = get_mode(cfg.sft.mode)
+    if not mode.recall:
+        return ()
     stages = tuple(s for s in STAGES[cfg.reflect.mode] if getattr(mode, s))
-    if not stages or not mode.recall:  # analyze pairs are sampled for chosen recalls: no recall, no pairs
+    if not stages:
         raise ConfigError(f"config key 'reflect.mode': {cfg.reflect.mode} reflects no stage that sft.mode "
-                          f"{cfg.sft.mode} has (reflection samples recalls: the phase-1 mode needs a recall stage)")
+                          f"{cfg.sft.mode} has (set reflect.mode to recall)")
     return stages
 
 
@@ -188,7 +191,9 @@ def reflect(cfg: Config, model: str | None = None) -> list[dict]:
     """Run the rounds not finished yet; returns every round's record (finished earlier ones included)."""
     from ..raylib import ensure_ray
 
-    reflected_stages(cfg)  # a mode without a recall is one line before any work
+    if not reflected_stages(cfg):  # one line before any work
+        raise ConfigError(f"config key 'sft.mode': {cfg.sft.mode} has no recall stage, so there is no phase 2 "
+                          "(self-generation samples the student's recalls)")
     policy = first_model(cfg, model)
     run = RunDir(cfg.run_dir)
     records: list[dict] = []
