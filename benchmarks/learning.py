@@ -135,6 +135,7 @@ def main() -> None:
     from tinythinker_ray.core.modes import MODES
     from tinythinker_ray.world.check import FAMILIES, Check, Settings, oracle, prepare_seed, student
     from tinythinker_ray.world.check_report import write_report
+    from tinythinker_ray.world.synth import TEMPLATES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="llama,t5")
@@ -163,6 +164,11 @@ def main() -> None:
         ap.set_defaults(**QUICK)  # flags given beside --quick still win
     args = ap.parse_args()
     settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "student"})
+    if settings.key not in TEMPLATES:
+        ap.error(f"--key {settings.key}: the world's general facts are one of {sorted(TEMPLATES)}")
+    if settings.reflect_from not in MODES or not MODES[settings.reflect_from].recall:
+        ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "
+                 f"({', '.join(m for m in MODES if MODES[m].recall)})")
 
     for k, v in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu"}.items():
         os.environ.setdefault(k, v)

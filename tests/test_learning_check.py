@@ -80,6 +80,15 @@ def test_recall_right_reads_a_units_saved_test_chains_against_the_worlds_facts(t
     assert recall_right(check, {"family": "llama", "seed": 0, "stage": FULL}) is None  # not evaluated here
 
 
+@pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),
+                                        (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall")])
+def test_bad_world_or_reflection_flags_are_one_line_before_the_work_folder_is_touched(tmp_path, flag, said):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *flag],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and said in done.stderr.strip().splitlines()[-1], done.stderr
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow
 def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     """Two seeds as two Ray Tune trials of one local Ray; the full mode is diagnosed and gets a reflect round."""

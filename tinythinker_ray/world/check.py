@@ -40,7 +40,7 @@ class Settings:
     properties: int = 12
     options: int = 3
     holdout: float = 0.33
-    key: str = "fact"  # synth.key: "link" puts the combining in the recall (gold recall then decides the chain)
+    key: str = "fact"  # synth.key: "link" puts the combining in the recall (the analyses only compare with it)
     train: int = 600
     valid: int = 30
     test: int = 90
