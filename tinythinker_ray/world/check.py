@@ -326,7 +326,7 @@ def recall_right(check: Check, row: dict) -> float | None:
 
     stage = row["stage"]
     mode, tag = (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
-    if mode not in MODES or "recall" not in MODES[mode].stages:
+    if mode not in MODES or not MODES[mode].recall:
         return None
     results = RunDir(check.seed_dir(row["seed"]) / row["family"] / mode).eval(tag).results
     if not results.exists():
@@ -359,8 +359,9 @@ class GoldStages(Sampler):
 
 def diagnose(check: Check, seed: int, model_path: str, mode: Mode) -> dict:
     """Per model: test accuracy of the chain with the gold recall given, and with gold recall and analyses given
-    (a mode with both; only the summary the student's); the share of sampled recalls (reflect.samples at reflect.temperature) on the
-    training sample whose greedy chain reaches the label (what self-generation starts from)."""
+    (a mode with both; only the summary the student's); the share of sampled recalls (reflect.samples at
+    reflect.temperature) on the training sample whose greedy chain reaches the label (what self-generation
+    starts from)."""
     from ..data.loaders import load_benchmark
     from ..eval.chain import accuracy, run_chain
     from ..sampling.hf import HFSampler

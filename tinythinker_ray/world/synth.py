@@ -292,24 +292,18 @@ class Explanation:
     answer: str  # the option that holds under the view
 
 
-def _fields(view: View, entity: str | None = None, prop: Prop | None = None) -> dict[str, str]:
-    """Template fields of an entity and/or a property, as `view` has them."""
-    f: dict[str, str] = {}
-    if entity is not None:
-        c = view.category[entity]
-        f |= {"e": entity, "c": c, "cs": c + "s"}
-    if prop is not None:
-        o = view.owner[prop.id]
-        f |= {"o": o, "os": o + "s", "p_sg": prop.phrase(0),
-              "p_pl": prop.phrase(1), "p_neg_sg": prop.phrase(2), "p_neg_pl": prop.phrase(3)}
-    return f
+def _fields(view: View, entity: str, prop: Prop) -> dict[str, str]:
+    """Template fields of an (entity, property) pair, as `view` has them."""
+    c, o = view.category[entity], view.owner[prop.id]
+    return {"e": entity, "c": c, "cs": c + "s", "o": o, "os": o + "s", "p_sg": prop.phrase(0),
+            "p_pl": prop.phrase(1), "p_neg_sg": prop.phrase(2), "p_neg_pl": prop.phrase(3)}
 
 
 def explain(world: World, q: Question, view: View | None = None, style: int = 0) -> Explanation:
     """The general fact and one reason per option, as `view` (default: the truth) has them, in wording `style`."""
     view = view or world.truth
     kind, subject = parse_stem(world, q.stem)
-    general, yes_no = TEMPLATES[world.key][kind][0], TEMPLATES[world.key][kind][1:]
+    general, *yes_no = TEMPLATES[world.key][kind]
     if kind == "which":
         prop = world.properties[subject]
         known, what = world.entities, "an entity"
