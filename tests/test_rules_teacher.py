@@ -104,6 +104,27 @@ def test_filters_drop_wrong_rationales_and_a_wrong_majority_relabels(data):
         assert all(r.answer == v.label for r in v.kept)
 
 
+def test_a_question_scope_error_is_a_belief_every_sample_and_round_shares(data):
+    """error_scope question: a question errs or not as a whole, alike in every sample and retry round (another
+    GenParams.seed), so the majority relabels it to the one wrong answer all its samples give."""
+    out, splits, system = data
+    qs = splits.train[:250]
+    teacher = _teacher(out, error_rate=0.25, error_scope="question")
+    first, retry = (_parsed(teacher, qs, system, n=4, seed=s) for s in (0, 7))
+    erring = []
+    for q, a, b in zip(qs, first, retry, strict=True):
+        answers = {r.answer for r in a + b}
+        assert len(answers) == 1  # one belief per question: its samples never disagree
+        erring.append(answers != {q.answer})
+        verdict = filters.judge(q.answer, a, augment=4, threshold=10, rng=random.Random(0))
+        assert verdict.relabelled == erring[-1] and verdict.label == a[0].answer
+    # 250 questions: the binomial std is 0.027, so 0.09 is > 3 sigma
+    assert abs(sum(erring) / len(erring) - 0.25) < 0.09
+    # the default (sample scope) is a different teacher: its samples of one question disagree somewhere
+    noisy = _parsed(_teacher(out, error_rate=0.25), qs, system, n=4)
+    assert any(len({r.answer for r in rs}) > 1 for rs in noisy)
+
+
 def test_deterministic_and_order_free(data):
     out, splits, system = data
     qs = splits.train[:10]

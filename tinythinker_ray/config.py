@@ -149,6 +149,10 @@ class TeacherConfig(SamplerConfig):
     line_chars: int = Field(300, ge=8, description="constrained decoding: max characters of each reply line")
     error_rate: float = Field(0.0, ge=0, le=1, description="rules backend: share of samples that reason to a "
                                                            "wrong answer")
+    error_scope: Literal["sample", "question"] = Field(
+        "sample", description="rules backend: what errs at error_rate: sample = each sample on its own (a noisy "
+                              "teacher, outvoted); question = every sample of a question alike (a teacher that "
+                              "believes a false fact: its majority relabels the question)")
 
 
 def section_of(cfg: SamplerConfig) -> str:

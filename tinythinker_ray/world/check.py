@@ -47,6 +47,7 @@ class Settings:
     train_sample: int = 30  # training questions scored too (seen combinations)
     # the teacher
     error_rate: float = 0.1
+    error_scope: str = "sample"  # teacher.error_scope: "question" = the teacher believes a false fact (relabels)
     teacher_samples: int = 4
     teacher_temperature: float = 0.0  # 0: one wording per rationale
     augment: int = 1
@@ -94,7 +95,8 @@ def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str 
         "data": {"name": "custom", "path": str(data_dir)},
         "teacher": {"backend": "rules", "model": str(data_dir / "world.json"), "fewshot_path": str(data_dir),
                     "shots": 2, "samples": s.teacher_samples, "augment": s.augment,
-                    "temperature": s.teacher_temperature, "error_rate": s.error_rate, "retry_rounds": 1,
+                    "temperature": s.teacher_temperature, "error_rate": s.error_rate,
+                    "error_scope": s.error_scope, "retry_rounds": 1,
                     "block_size": 256, "seed": seed},
         "student": {"model": model, "max_new_tokens": s.max_new_tokens},
         "sampler": {"backend": "hf", "batch_size": 64},  # not auto (vLLM for the Llama): one engine for both

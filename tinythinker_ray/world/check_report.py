@@ -92,7 +92,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
                 f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
                 f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
                 f"{a['reflect_alpha']}.",
-            f"Teacher: rules, error rate {a['error_rate']}, {a['teacher_samples']} samples at temperature "
+            f"Teacher: rules, error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
+            f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
             f"rationales for {t['questions']} questions and relabelled {t['relabelled']}.",
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties, general "

@@ -12,7 +12,10 @@ so the teacher's diversity filter has different Key Information to choose from. 
 `teacher.error_rate` a sample reasons from one false fact to a wrong answer, half the time a false Key
 Information (the rule or the entity's category names another option's category) and half the time a false
 per-option fact (two options' categories, or two properties' owners, swapped). Either way another option is
-called correct, so the teacher's consistency filter and its majority relabelling have real work.
+called correct, so the teacher's consistency filter and its majority relabelling have real work. With
+`teacher.error_scope: question` the error is a belief instead: drawn once per question, every sample of that
+question reasons from the same false fact, the majority relabels it, and phase 1 trains on its wrong rationale
+(as a real teacher's confident mistakes reach the student).
 
 Plain-text prompts are the student's stage inputs (data/format.py): they get the true recall, analysis or
 summary, so `sampler.backend: rules` is also an oracle student, the chain's upper bound.
@@ -94,7 +97,8 @@ class RulesSampler(Sampler):
         if not cfg.model:
             raise ConfigError(f"the rules backend needs {self.model_is}")
         self.world = load_world(cfg.model)
-        self.error_rate = getattr(cfg, "error_rate", 0.0)  # a TeacherConfig field; student samplers: none
+        self.error_rate = getattr(cfg, "error_rate", 0.0)  # TeacherConfig fields; student samplers: none
+        self.error_scope = getattr(cfg, "error_scope", "sample")
         self.seed = cfg.seed
 
     def generate(self, prompts: list[Prompt], params: GenParams,
@@ -105,11 +109,20 @@ class RulesSampler(Sampler):
     def _teacher(self, messages: list[dict], params: GenParams) -> list[Completion]:
         q = parse_teacher_prompt(messages)
         rng = random.Random(f"{self.seed}|{params.seed}|{messages[-1]['content']}")
+        # a question-scope error is the teacher's belief: drawn once per question, the same in every sample and
+        # every retry round (so not from params.seed)
+        believed = None
+        if self.error_scope == "question":
+            belief = random.Random(f"{self.seed}|{messages[-1]['content']}")
+            believed = corrupt(self.world, q, belief) if belief.random() < self.error_rate else None
         out = []
         for _ in range(params.n):
             style = rng.randrange(STYLES) if params.temperature > 0 else 0
-            wrong = rng.random() < self.error_rate
-            view = corrupt(self.world, q, rng) if wrong else None
+            if self.error_scope == "question":
+                wrong, view = believed is not None, believed
+            else:
+                wrong = rng.random() < self.error_rate
+                view = corrupt(self.world, q, rng) if wrong else None
             ex = explain(self.world, q, view, style)
             out.append(Completion(reply_text(ex.knowledge, reply_lines(q, ex)), "stop", {"wrong": wrong}))
         return out
