@@ -4,6 +4,7 @@ Ray Train + DeepSpeed sft, a reflect round, chain eval, report files)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tinythinker_ray.sampling.base import Completion, Sampler
 from tinythinker_ray.storage import write_jsonl
 from tinythinker_ray.world import synth
 from tinythinker_ray.world.check import Check, GoldStages, Settings, recall_right
-from tinythinker_ray.world.check_report import aggregate
+from tinythinker_ray.world.check_report import aggregate, markdown
 from tinythinker_ray.world.rules import RulesSampler
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
@@ -31,6 +32,16 @@ def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():
             for s, t in ((2, 0.2), (0, 0.4), (1, 0.3))]
     [line] = aggregate(rows, ["t5"], [0, 1, 2], rounds=0)
     assert line["seeds"] == [0, 1, 2] and line["test_per_seed"] == [0.4, 0.3, 0.2]
+
+
+def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_none():
+    rows = [{"family": "llama", "seed": s, "stage": "reflect-1", "test": 0.5, "steps": 9,
+             **({"pairs": {"recall": 10 + s, "analyze": 0}} if s != 1 else {})} for s in (2, 0, 1)]
+    lines = aggregate(rows, ["llama"], [0, 1, 2], rounds=1)
+    meta = {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0, 1, 2],
+            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
+            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
+    assert "llama round 1: 10/0 (0), 12/0 (2)." in markdown(lines, meta)
 
 
 class Clueless(Sampler):

@@ -36,7 +36,7 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
             line = {"family": family, "stage": stage, "seeds": [r["seed"] for r in got],
                     "test_per_seed": [r["test"] for r in got], "train_per_seed": [r.get("train") for r in got],
                     "steps": max(r.get("steps") or 0 for r in got), "stopped": sum(bool(r.get("stopped")) for r in got),
-                    "pairs": [r["pairs"] for r in got if r.get("pairs")]}
+                    "pairs": {r["seed"]: r["pairs"] for r in got if r.get("pairs")}}
             for key in ("test", "train", "valid", *DIAGNOSTICS):
                 vals = [r[key] for r in got if r.get(key) is not None]
                 if vals:
@@ -78,10 +78,12 @@ def markdown(lines: list[dict], meta: dict) -> str:
                    f"{', '.join(f'{v:.3f}' for v in ln['test_per_seed'])} | {_cell(ln, 'train')} | "
                    f"{_cell(ln, 'test_recall_right')} | {_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
                    f"{_cell(ln, 'train_right_recalls')} |")
-    pairs = [(ln["family"], label(ln["stage"], base), p) for ln in lines for p in ln["pairs"]]
-    if pairs:
-        out += ["", "Preference pairs per round (recall / analyze, per seed): " + "; ".join(
-            f"{f} {st.split()[-1]}: {p['recall']}/{p['analyze']}" for f, st, p in pairs) + "."]
+    rounds = [ln for ln in lines if ln["pairs"]]
+    if rounds:
+        out += ["", "Preference pairs (recall / analyze, seed): " + "; ".join(
+            f"{ln['family']} round {label(ln['stage'], base).split()[-1]}: "
+            + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
+            + "."]
     t = meta["teacher"]
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
