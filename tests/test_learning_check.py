@@ -92,7 +92,8 @@ def test_recall_right_reads_a_units_saved_test_chains_against_the_worlds_facts(t
 
 
 @pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),
-                                        (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall")])
+                                        (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall"),
+                                        (["--error-scope", "always"], "per 'sample' or per 'question'")])
 def test_bad_world_or_reflection_flags_are_one_line_before_the_work_folder_is_touched(tmp_path, flag, said):
     done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *flag],
                           capture_output=True, text=True, timeout=120)
