@@ -32,6 +32,7 @@ import shutil
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -132,6 +133,7 @@ def calibrate(check, seed: int, out: Path, questions: int | None = None) -> None
 
 
 def main() -> None:
+    from tinythinker_ray.config import TeacherConfig
     from tinythinker_ray.core.modes import MODES
     from tinythinker_ray.world.check import FAMILIES, Check, Settings, oracle, prepare_seed, student
     from tinythinker_ray.world.check_report import write_report
@@ -166,7 +168,7 @@ def main() -> None:
     settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "student"})
     if settings.key not in TEMPLATES:
         ap.error(f"--key {settings.key}: the world's general facts are one of {sorted(TEMPLATES)}")
-    if settings.error_scope not in ("sample", "question"):
+    if settings.error_scope not in typing.get_args(TeacherConfig.model_fields["error_scope"].annotation):
         ap.error(f"--error-scope {settings.error_scope}: the teacher errs per 'sample' or per 'question'")
     if settings.reflect_from not in MODES or not MODES[settings.reflect_from].recall:
         ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "

@@ -81,7 +81,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
         out += ["", "Preference pairs (recall / analyze, seed): " + "; ".join(
-            f"{ln['family']} round {label(ln['stage'], base).split()[-1]}: "
+            f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: "
             + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
             + "."]
     t = meta["teacher"]

@@ -118,13 +118,11 @@ class RulesSampler(Sampler):
         out = []
         for _ in range(params.n):
             style = rng.randrange(STYLES) if params.temperature > 0 else 0
-            if self.error_scope == "question":
-                wrong, view = believed is not None, believed
-            else:
-                wrong = rng.random() < self.error_rate
-                view = corrupt(self.world, q, rng) if wrong else None
+            view = believed
+            if self.error_scope == "sample":
+                view = corrupt(self.world, q, rng) if rng.random() < self.error_rate else None
             ex = explain(self.world, q, view, style)
-            out.append(Completion(reply_text(ex.knowledge, reply_lines(q, ex)), "stop", {"wrong": wrong}))
+            out.append(Completion(reply_text(ex.knowledge, reply_lines(q, ex)), "stop", {"wrong": view is not None}))
         return out
 
     def _student(self, text: str, params: GenParams) -> list[Completion]:
