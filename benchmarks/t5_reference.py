@@ -7,8 +7,9 @@ sft` at equal steps: loss curves and chain accuracy side by side.
 
 The plain loop takes the learning check's settings (batch, lr, cosine schedule with 10% warmup, interval-1
 blocks of each stage in turn, a new shuffle per epoch, gradient clipping 1.0) and the seed's student as built
-(its random init and tokenizer). Ours is the check's unit for that (family, seed, mode), run or reused from the
-work folder's cache. Prints a table and writes results/t5_reference-<family>-<seed>-<mode>.json.
+(its random init and tokenizer), on the world and settings the work folder recorded (its settings.json; the
+defaults without one). Ours is the check's unit for that (family, seed, mode), run or reused from the work
+folder's cache. Prints a table and writes results/t5_reference-<family>-<seed>-<mode>.json.
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-    settings = Settings()
-    check = Check(Path(args.work).resolve(), settings)
+    work = Path(args.work).resolve()
+    record = work / "settings.json"  # the world and settings the check ran there (learning.py records them)
+    settings = Settings(**json.loads(record.read_text())) if record.exists() else Settings()
+    check = Check(work, settings)
     steps = args.steps or settings.steps
     start_local_ray(4)
     prepare_seed(check, args.seed)
