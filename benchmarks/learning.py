@@ -135,7 +135,16 @@ def calibrate(check, seed: int, out: Path, questions: int | None = None) -> None
 def main() -> None:
     from tinythinker_ray.config import TeacherConfig
     from tinythinker_ray.core.modes import MODES
-    from tinythinker_ray.world.check import FAMILIES, Check, Settings, oracle, prepare_seed, student
+    from tinythinker_ray.world.check import (
+        FAMILIES,
+        SETTINGS_FILE,
+        Check,
+        Settings,
+        oracle,
+        prepare_seed,
+        recorded_settings,
+        student,
+    )
     from tinythinker_ray.world.check_report import write_report
     from tinythinker_ray.world.synth import TEMPLATES
 
@@ -181,14 +190,12 @@ def main() -> None:
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    record = work / "settings.json"
     now = dataclasses.asdict(settings)
-    # a setting added since the folder was made counts as its default (it did not exist, so it was not changed)
-    if record.exists() and (before := dataclasses.asdict(defaults) | json.loads(record.read_text())) != now:
+    if (before := recorded_settings(work)) is not None and before != now:
         diff = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
         ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings, "
                  "or with --fresh (deletes it) or another --work")
-    record.write_text(json.dumps(now, indent=2) + "\n")
+    (work / SETTINGS_FILE).write_text(json.dumps(now, indent=2) + "\n")
     check = Check(work, settings)
     families, seeds, modes = args.families.split(","), [int(s) for s in args.seeds.split(",")], args.modes.split(",")
     if bad := [f for f in families if f not in FAMILIES] + [m for m in modes if m not in MODES]:

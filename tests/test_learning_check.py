@@ -20,7 +20,14 @@ from tinythinker_ray.rundir import RunDir
 from tinythinker_ray.sampling.base import Completion, Sampler
 from tinythinker_ray.storage import write_jsonl
 from tinythinker_ray.world import synth
-from tinythinker_ray.world.check import Check, GoldStages, Settings, recall_right
+from tinythinker_ray.world.check import (
+    SETTINGS_FILE,
+    Check,
+    GoldStages,
+    Settings,
+    recall_right,
+    recorded_settings,
+)
 from tinythinker_ray.world.check_report import aggregate, markdown
 from tinythinker_ray.world.rules import RulesSampler
 
@@ -42,6 +49,15 @@ def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_n
             "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
             "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
     assert "llama round 1: 10/0 (0), 12/0 (2)." in markdown(lines, meta)
+
+
+def test_a_work_folders_recorded_settings_read_a_setting_added_since_as_its_default(tmp_path):
+    assert recorded_settings(tmp_path) is None  # a new folder
+    old = dataclasses.asdict(Settings(key="link", steps=4000))
+    del old["error_scope"]  # recorded before the setting existed
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(old))
+    # the learning check compares this dict with the settings asked for: the absent one must read as its default
+    assert recorded_settings(tmp_path) == dataclasses.asdict(Settings(key="link", steps=4000, error_scope="sample"))
 
 
 class Clueless(Sampler):

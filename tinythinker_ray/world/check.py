@@ -10,6 +10,8 @@ Ray Tune trial per family and seed) and writes the report (world/check_report.py
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import statistics
@@ -80,6 +82,16 @@ class Settings:
 
     def lr_of(self, family: str) -> float:
         return self.t5_lr if family == "t5" and self.t5_lr else self.lr
+
+
+SETTINGS_FILE = "settings.json"  # in a work folder: the Settings its units were made with (learning.py writes it)
+
+
+def recorded_settings(work: Path) -> dict | None:
+    """The settings a work folder's units were made with, or None for a new folder. A setting added since the
+    folder was made counts as its default (it did not exist, so it was not changed)."""
+    record = work / SETTINGS_FILE
+    return dataclasses.asdict(Settings()) | json.loads(record.read_text()) if record.exists() else None
 
 
 def synth_config(s: Settings, seed: int) -> SynthConfig:
