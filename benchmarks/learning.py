@@ -177,8 +177,9 @@ def main() -> None:
     settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "student"})
     if settings.key not in TEMPLATES:
         ap.error(f"--key {settings.key}: the world's general facts are one of {sorted(TEMPLATES)}")
-    if settings.error_scope not in typing.get_args(TeacherConfig.model_fields["error_scope"].annotation):
-        ap.error(f"--error-scope {settings.error_scope}: the teacher errs per 'sample' or per 'question'")
+    scopes = typing.get_args(TeacherConfig.model_fields["error_scope"].annotation)
+    if settings.error_scope not in scopes:
+        ap.error(f"--error-scope {settings.error_scope}: the teacher errs per {' or per '.join(map(repr, scopes))}")
     if settings.reflect_from not in MODES or not MODES[settings.reflect_from].recall:
         ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "
                  f"({', '.join(m for m in MODES if MODES[m].recall)})")

@@ -25,10 +25,11 @@ from tinythinker_ray.world.check import (
     Check,
     GoldStages,
     Settings,
-    recall_right,
+    held_out_outcomes,
     recorded_settings,
+    stages_right,
 )
-from tinythinker_ray.world.check_report import aggregate, markdown
+from tinythinker_ray.world.check_report import aggregate, markdown, paired_change, reflect_change, sign_test
 from tinythinker_ray.world.rules import RulesSampler
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
@@ -91,20 +92,57 @@ def test_gold_stages_tell_how_much_a_better_recall_and_analyses_could_give(tmp_p
     assert with_gold > alone
 
 
-def test_recall_right_reads_a_units_saved_test_chains_against_the_worlds_facts(tmp_path):
+def test_stages_right_read_a_units_saved_test_chains_against_the_worlds_facts(tmp_path):
     check = Check(tmp_path, Settings())
     synth.write(SynthConfig(train=30, valid=2, test=6, options=3, key="link"), check.data_dir(0))
     world = synth.load_world(check.data_dir(0))
     test = load_benchmark("custom", str(check.data_dir(0))).test
     results = RunDir(check.seed_dir(0) / "llama" / FULL).eval("reflect-2").results
     results.parent.mkdir(parents=True)
-    other = synth.explain(world, test[1]).knowledge  # a true fact, of another question: wrong here
-    write_jsonl(results, [{"id": q.id, "chains": [{"recall": synth.explain(world, q, style=i).knowledge if i < 4
-                                                   else other}]} for i, q in enumerate(test)]
-                + [{"id": "synth-train-00000", "chains": [{"recall": "not counted"}]}])  # the training sample's
-    assert recall_right(check, {"family": "llama", "seed": 0, "stage": "reflect-2"}) == 4 / 6
-    assert recall_right(check, {"family": "llama", "seed": 0, "stage": "analyze_summarize"}) is None  # no recall
-    assert recall_right(check, {"family": "llama", "seed": 0, "stage": FULL}) is None  # not evaluated here
+    other = synth.explain(world, test[1])  # true facts, of another question: wrong here
+    chains = []
+    for i, q in enumerate(test):
+        ex = synth.explain(world, q, style=i % synth.STYLES)
+        # recall: right on the first 4; analyses: all right on the first 3, then each option given option A's
+        analyses = [[lab, dict(ex.reasons)[lab if i < 3 else "A"]] for lab, _ in ex.reasons]
+        chains.append({"id": q.id, "chains": [{"recall": ex.knowledge if i < 4 else other.knowledge,
+                                               "analyses": analyses}]})
+    chains.append({"id": "synth-train-00000", "chains": [{"recall": "not counted", "analyses": []}]})
+    write_jsonl(results, chains)
+    right = stages_right(check, {"family": "llama", "seed": 0, "stage": "reflect-2"})
+    # 3 questions x 3 right analyses, then 3 questions whose analyses are right for option A only
+    assert right == {"test_recall_right": 4 / 6, "test_analyses_right": (9 + 3) / 18}
+    assert stages_right(check, {"family": "llama", "seed": 0, "stage": FULL}) == {}  # not evaluated here
+
+
+def test_mcnemar_p_is_exact_symmetric_and_one_when_nothing_changed():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(7, 2) == sign_test(2, 7) == pytest.approx(2 * (1 + 9 + 36) / 2**9)  # 0.180
+    assert sign_test(10, 0) == pytest.approx(2 / 2**10)
+    assert sign_test(5, 5) == 1.0  # capped: the two tails overlap at an even split
+
+
+def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_questions(tmp_path):
+    check = Check(tmp_path, Settings())
+    synth.write(SynthConfig(train=30, valid=2, test=6, options=3), check.data_dir(0))
+    test = load_benchmark("custom", str(check.data_dir(0))).test
+    before, after = [True, True, False, False, False, True], [True, False, True, True, False, True]
+    for tag, right in (("sft", before), ("reflect-1", after)):
+        results = RunDir(check.seed_dir(0) / "llama" / FULL).eval(tag).results
+        results.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(results, [{"id": q.id, "correct": c} for q, c in zip(test, right, strict=True)]
+                    + [{"id": "synth-train-00000", "correct": not right[0]}])  # the training sample's: not counted
+    row = {"family": "llama", "seed": 0, "stage": "reflect-1"}
+    assert held_out_outcomes(check, row) == {q.id: c for q, c in zip(test, after, strict=True)}
+    assert reflect_change(check, row) == {"fixed": 2, "broken": 1, "p": 1.0}
+    assert reflect_change(check, {**row, "stage": "reflect-2"}) is None  # never evaluated
+    assert paired_change({"a": False, "b": True}, {"a": True, "c": False}) == {"fixed": 1, "broken": 0, "p": 1.0}
+    lines = aggregate([{**row, "test": 0.67, "steps": 9, "vs_phase1": reflect_change(check, row)}], ["llama"], [0],
+                      rounds=1)
+    meta = {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0],
+            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
+            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
+    assert "llama round 1: +2 / -1 (p 1.00; 0)." in markdown(lines, meta)
 
 
 @pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),
@@ -135,13 +173,13 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     assert set(lines) == {"summarize", "recall_analyze_summarize", "reflect-1"}
     assert all(line["seeds"] == [0, 1] and 0.0 <= line["test"] <= 1.0 for line in lines.values())
     full = lines["recall_analyze_summarize"]
-    for key in ("test_recall_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls"):
+    for key in ("test_recall_right", "test_analyses_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls"):
         assert 0.0 <= full[key] <= 1.0, key
     t5 = json.loads((tmp_path / "work" / "models" / "t5-0" / "config.json").read_text())
     assert (t5["num_layers"], t5["num_decoder_layers"]) == (2, 2)  # the Llama's 4 blocks, split
     assert report["meta"]["oracle"] > 0.9  # the rule teacher as the student answers its own world
     md = (out / "learning.md").read_text()
-    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md and "recall right" in md
+    assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md and "analyses right" in md
     assert (out / "learning.png").stat().st_size > 1000
     # a rerun finds every unit in the cache and trains nothing
     units = (tmp_path / "work" / "results.jsonl").read_text()

@@ -330,27 +330,53 @@ def oracle(check: Check, seed: int) -> dict:
     return cache.add({"family": "oracle", "seed": seed, "stage": FULL, "test": summary["accuracy"]})
 
 
-def recall_right(check: Check, row: dict) -> float | None:
-    """From a unit's saved test evaluation: the share of held-out questions whose greedy recall is a true general
-    fact of the world (any wording), i.e. how often the student's own recall is right. None for modes without a
-    recall, or when the evaluation is not on disk (a cache row from another machine)."""
+def saved_test_results(check: Check, row: dict) -> list[dict] | None:
+    """A unit's saved evaluation rows (one per question, with its chains) on the held-out test split; None when the
+    evaluation is not on disk (a cache row from another machine, or a stage never evaluated)."""
     from ..data.loaders import load_benchmark
     from ..rundir import RunDir
-    from . import synth
 
     stage = row["stage"]
     mode, tag = (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
-    if mode not in MODES or not MODES[mode].recall:
-        return None
     results = RunDir(check.seed_dir(row["seed"]) / row["family"] / mode).eval(tag).results
-    if not results.exists():
+    if mode not in MODES or not results.exists():
         return None
+    test = {q.id for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
+    return [r for r in read_jsonl(results) if r["id"] in test]
+
+
+def stages_right(check: Check, row: dict) -> dict[str, float]:
+    """From a unit's saved test evaluation, how often the student's own stages are right on held-out questions:
+    `test_recall_right`, the share of questions whose greedy recall is a true general fact of the world, and
+    `test_analyses_right`, the share of (question, option) analyses that are the world's reason for that option
+    (any wording for either). Only the stages the unit's mode has; {} when the evaluation is not on disk."""
+    from ..data.loaders import load_benchmark
+    from . import synth
+
+    mode = MODES.get(check.settings.reflect_from if row["stage"].startswith("reflect-") else row["stage"])
+    results = saved_test_results(check, row) if mode else None
+    if not results:
+        return {}
     world = synth.load_world(check.data_dir(row["seed"]))
     test = {q.id: q for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
-    right = [r["chains"][0]["recall"] in {synth.explain(world, test[r["id"]], style=s).knowledge
-                                          for s in range(synth.STYLES)}
-             for r in read_jsonl(results) if r["id"] in test]
-    return statistics.fmean(right) if right else None
+    truth = {qid: [synth.explain(world, test[qid], style=s) for s in range(synth.STYLES)] for qid in
+             (r["id"] for r in results)}
+    out = {}
+    if mode.recall:
+        out["test_recall_right"] = statistics.fmean(r["chains"][0]["recall"] in {ex.knowledge for ex in truth[r["id"]]}
+                                                    for r in results)
+    if "analyze" in mode.stages:
+        out["test_analyses_right"] = statistics.fmean(
+            text in {dict(ex.reasons)[label] for ex in truth[r["id"]]}
+            for r in results for label, text in r["chains"][0]["analyses"])
+    return out
+
+
+def held_out_outcomes(check: Check, row: dict) -> dict[str, bool] | None:
+    """Question id -> answered right, on the held-out test split, from a unit's saved evaluation (None: not on
+    disk). Two units' outcomes on the same questions give a paired comparison (check_report.paired_change)."""
+    results = saved_test_results(check, row)
+    return {r["id"]: bool(r["correct"]) for r in results} if results is not None else None
 
 
 # ----- where accuracy is lost ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ bar chart, and the JSON of every unit. Pure over the results cache's rows; bench
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -13,11 +14,30 @@ from pathlib import Path
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
 from ..rundir import RunDir
-from .check import recall_right
+from .check import held_out_outcomes, stages_right
 
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
-DIAGNOSTICS = ("test_recall_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls")
+DIAGNOSTICS = (
+    "test_recall_right", "test_analyses_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls")
+
+
+def sign_test(fixed: int, broken: int) -> float:
+    """Two-sided exact p of McNemar's test: how likely a split of the changed answers at least this uneven would be
+    if each change were as likely a fix as a break (what two runs that differ only by noise give)."""
+    n = fixed + broken
+    tail = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_change(before: dict[str, bool], after: dict[str, bool]) -> dict:
+    """Two models on the same questions: how many the second fixed and broke, and McNemar's p of that split. Paired,
+    it tells a real gain from noise far better than two accuracies' difference does: questions both get right or
+    both get wrong carry no noise."""
+    common = before.keys() & after.keys()
+    fixed = sum(after[q] and not before[q] for q in common)
+    broken = sum(before[q] and not after[q] for q in common)
+    return {"fixed": fixed, "broken": broken, "p": sign_test(fixed, broken)}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -36,7 +56,8 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
             line = {"family": family, "stage": stage, "seeds": [r["seed"] for r in got],
                     "test_per_seed": [r["test"] for r in got], "train_per_seed": [r.get("train") for r in got],
                     "steps": max(r.get("steps") or 0 for r in got), "stopped": sum(bool(r.get("stopped")) for r in got),
-                    "pairs": {r["seed"]: r["pairs"] for r in got if r.get("pairs")}}
+                    "pairs": {r["seed"]: r["pairs"] for r in got if r.get("pairs")},
+                    "vs_phase1": {r["seed"]: r["vs_phase1"] for r in got if r.get("vs_phase1")}}
             for key in ("test", "train", "valid", *DIAGNOSTICS):
                 vals = [r[key] for r in got if r.get(key) is not None]
                 if vals:
@@ -67,16 +88,18 @@ def markdown(lines: list[dict], meta: dict) -> str:
            f"student init). Test = combinations never asked in training; train = the first {a['train_sample']} "
            "training questions (seen combinations). Diagnostics (test): the chain with the world's gold recall "
            "given, and with gold recall and analyses given (only the summary is the student's); recall right = the "
-           "share of test questions whose greedy recall is a true general fact of the world; right recalls = "
+           "share of test questions whose greedy recall is a true general fact of the world; analyses right = "
+           "the share of their per-option analyses that are the world's reason for that option; right recalls = "
            f"the share of {a['reflect_samples']} recalls sampled at temperature {a['reflect_temperature']:g} per "
            "training question whose chain reaches the label (what self-generation starts from).", "",
-           "| student | stage | steps | test (mean ± std) | per seed | train | recall right | gold recall "
-           "| gold recall + analyses | right recalls |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| student | stage | steps | test (mean ± std) | per seed | train | recall right | analyses right "
+           "| gold recall | gold recall + analyses | right recalls |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for ln in lines:
         stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
         out.append(f"| {ln['family']} | {label(ln['stage'], base)}{stopped} | {ln['steps']} | {_cell(ln, 'test', True)} | "
                    f"{', '.join(f'{v:.3f}' for v in ln['test_per_seed'])} | {_cell(ln, 'train')} | "
-                   f"{_cell(ln, 'test_recall_right')} | {_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
+                   f"{_cell(ln, 'test_recall_right')} | {_cell(ln, 'test_analyses_right')} | "
+                   f"{_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
                    f"{_cell(ln, 'train_right_recalls')} |")
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
@@ -84,6 +107,13 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: "
             + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
             + "."]
+    changed = [ln for ln in lines if ln["vs_phase1"]]
+    if changed:
+        out += ["", f"Each reflect round against the {SHORT[base]} model the rounds started from, on the same test "
+                    "questions (fixed / broken, two-sided exact McNemar p; seed): " + "; ".join(
+            f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: " + ", ".join(
+                f"+{c['fixed']} / -{c['broken']} (p {c['p']:.2f}; {seed})" for seed, c in ln["vs_phase1"].items())
+            for ln in changed) + "."]
     t = meta["teacher"]
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
@@ -135,6 +165,14 @@ def chart(lines: list[dict], meta: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def reflect_change(check, row: dict) -> dict | None:
+    """A reflect round's paired change against the phase-1 model the rounds started from (None: an evaluation is
+    not on disk)."""
+    start = held_out_outcomes(check, {**row, "stage": check.settings.reflect_from})
+    end = held_out_outcomes(check, row)
+    return paired_change(start, end) if start and end else None
+
+
 def majority_share(teach_run: Path) -> float:
     """What always answering one letter scores on the seed's test split (at best): the real floor, since a student
     that learned nothing but the answer format tends to do exactly that."""
@@ -148,8 +186,8 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
     import dataclasses
 
     settings = dataclasses.asdict(check.settings)
-    rows = [r | {"test_recall_right": recall_right(check, r)} if r["family"] in families and "test" in r else r
-            for r in rows]
+    rows = [r | stages_right(check, r) if r["family"] in families and "test" in r else r for r in rows]
+    rows = [r | {"vs_phase1": reflect_change(check, r)} if r["stage"].startswith("reflect-") else r for r in rows]
     lines = aggregate(rows, families, seeds, check.settings.rounds)
     teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
     oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
