@@ -143,6 +143,9 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
             "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
             "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
     assert "llama round 1: +2 / -1 (p 1.00; 0)." in markdown(lines, meta)
+    # a report rewritten from the cache (--report) does not pass its own few seconds off as the run's time
+    assert "Runtime: 1.0 min" in markdown(lines, meta)
+    assert "rewritten with --report from the work folder's cache (0 units" in markdown(lines, meta | {"seconds": None})
 
 
 @pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),

@@ -131,8 +131,11 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties, general "
             f"facts of kind '{a.get('key', 'fact')}'; "
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
-            f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from an "
-            f"earlier invocation; all units together took {meta['unit_seconds'] / 60:.1f} min, "
+            (f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from an "
+             "earlier invocation; " if meta["seconds"] is not None else
+             f"Runtime: this report was rewritten with --report from the work folder's cache ({meta['cached']} "
+             f"units, run on {meta['machine']}; ")
+            + f"all units together took {meta['unit_seconds'] / 60:.1f} min, "
             f"{meta['unit_train_seconds'] / 60:.1f} of them phase-1 optimizer steps)."]
     return "\n".join(out) + "\n"
 
@@ -180,7 +183,7 @@ def majority_share(teach_run: Path) -> float:
     return max(Counter(labels).values()) / len(labels)
 
 
-def write_report(check, rows: list[dict], families: list[str], seeds: list[int], seconds: float, cached: int,
+def write_report(check, rows: list[dict], families: list[str], seeds: list[int], seconds: float | None, cached: int,
                  out: Path) -> str:
     """learning.{json,md,png} in `out` from the cache's rows; a human-written interpretation is kept."""
     import dataclasses
