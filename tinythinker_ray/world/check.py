@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import Config, SamplerConfig, SynthConfig, build_config, with_overrides
 from ..core.modes import FULL, MODES, Mode, get_mode
+from ..core.records import Question
 from ..sampling.base import Completion, GenParams, Sampler
 from ..storage import append_jsonl, read_jsonl
 
@@ -330,19 +331,26 @@ def oracle(check: Check, seed: int) -> dict:
     return cache.add({"family": "oracle", "seed": seed, "stage": FULL, "test": summary["accuracy"]})
 
 
-def saved_test_results(check: Check, row: dict) -> list[dict] | None:
-    """A unit's saved evaluation rows (one per question, with its chains) on the held-out test split; None when the
-    evaluation is not on disk (a cache row from another machine, or a stage never evaluated)."""
+def unit_mode(check: Check, row: dict) -> tuple[str, str]:
+    """A unit's phase-1 mode and the tag its evaluation is saved under: a reflect round's model is the
+    `reflect_from` mode's, evaluated as its stage name; a phase-1 mode's is evaluated as "sft"."""
+    stage = row["stage"]
+    return (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
+
+
+def saved_test_results(check: Check, row: dict) -> list[tuple[Question, dict]] | None:
+    """A unit's saved evaluation rows (one per question, with its chains) on the held-out test split, each with its
+    question; None when the evaluation is not on disk (a cache row from another machine, or a stage never
+    evaluated)."""
     from ..data.loaders import load_benchmark
     from ..rundir import RunDir
 
-    stage = row["stage"]
-    mode, tag = (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
+    mode, tag = unit_mode(check, row)
     results = RunDir(check.seed_dir(row["seed"]) / row["family"] / mode).eval(tag).results
     if mode not in MODES or not results.exists():
         return None
-    test = {q.id for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
-    return [r for r in read_jsonl(results) if r["id"] in test]
+    test = {q.id: q for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
+    return [(test[r["id"]], r) for r in read_jsonl(results) if r["id"] in test]
 
 
 def stages_right(check: Check, row: dict) -> dict[str, float]:
@@ -350,25 +358,21 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
     `test_recall_right`, the share of questions whose greedy recall is a true general fact of the world, and
     `test_analyses_right`, the share of (question, option) analyses that are the world's reason for that option
     (any wording for either). Only the stages the unit's mode has; {} when the evaluation is not on disk."""
-    from ..data.loaders import load_benchmark
     from . import synth
 
-    mode = MODES.get(check.settings.reflect_from if row["stage"].startswith("reflect-") else row["stage"])
+    mode = MODES.get(unit_mode(check, row)[0])
     results = saved_test_results(check, row) if mode else None
     if not results:
         return {}
     world = synth.load_world(check.data_dir(row["seed"]))
-    test = {q.id: q for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
-    truth = {qid: [synth.explain(world, test[qid], style=s) for s in range(synth.STYLES)] for qid in
-             (r["id"] for r in results)}
+    truth = [([synth.explain(world, q, style=s) for s in range(synth.STYLES)], r["chains"][0]) for q, r in results]
     out = {}
     if mode.recall:
-        out["test_recall_right"] = statistics.fmean(r["chains"][0]["recall"] in {ex.knowledge for ex in truth[r["id"]]}
-                                                    for r in results)
+        out["test_recall_right"] = statistics.fmean(chain["recall"] in {ex.knowledge for ex in wordings}
+                                                    for wordings, chain in truth)
     if "analyze" in mode.stages:
-        out["test_analyses_right"] = statistics.fmean(
-            text in {dict(ex.reasons)[label] for ex in truth[r["id"]]}
-            for r in results for label, text in r["chains"][0]["analyses"])
+        out["test_analyses_right"] = statistics.fmean(text in {dict(ex.reasons)[label] for ex in wordings}
+                                                      for wordings, chain in truth for label, text in chain["analyses"])
     return out
 
 
@@ -376,7 +380,7 @@ def held_out_outcomes(check: Check, row: dict) -> dict[str, bool] | None:
     """Question id -> answered right, on the held-out test split, from a unit's saved evaluation (None: not on
     disk). Two units' outcomes on the same questions give a paired comparison (check_report.paired_change)."""
     results = saved_test_results(check, row)
-    return {r["id"]: bool(r["correct"]) for r in results} if results is not None else None
+    return {q.id: bool(r["correct"]) for q, r in results} if results is not None else None
 
 
 # ----- where accuracy is lost ----------------------------------------------------------------------------------
