@@ -38,6 +38,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RUN_CPUS = 4  # logical CPUs per trial: its driver, the Ray Train worker and the sampler tasks fit
 QUICK = {"seeds": "0", "steps": 600, "rounds": 1, "reflect_questions": 200, "train": 300}
+OPTIONAL = {"t5_lr": float, "reflect_questions": int, "taught": int}  # settings whose default is None
+
+
+def optional(kind: type):
+    """A flag's parser for a setting that may be None ("none" on the command line)."""
+    return lambda v: None if v.lower() == "none" else kind(v)
 log = logging.getLogger("learning")
 
 
@@ -133,7 +139,7 @@ def calibrate(check, seed: int, out: Path, questions: int | None = None) -> None
 
 
 def main() -> None:
-    from tinythinker_ray.config import TeacherConfig
+    from tinythinker_ray.config import ReflectConfig, TeacherConfig
     from tinythinker_ray.core.modes import MODES
     from tinythinker_ray.world.check import (
         FAMILIES,
@@ -165,8 +171,7 @@ def main() -> None:
     defaults = Settings()
     for f in dataclasses.fields(Settings):  # every setting of world/check.Settings is a flag
         value = getattr(defaults, f.name)
-        kind = (lambda v: None if v.lower() == "none" else float(v)) if f.name == "t5_lr" else (
-            (lambda v: None if v.lower() == "none" else int(v)) if f.name == "reflect_questions" else type(value))
+        kind = optional(OPTIONAL[f.name]) if f.name in OPTIONAL else type(value)
         if isinstance(value, bool):
             ap.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", default=value)
         elif f.name != "student":
@@ -180,6 +185,12 @@ def main() -> None:
     scopes = typing.get_args(TeacherConfig.model_fields["error_scope"].annotation)
     if settings.error_scope not in scopes:
         ap.error(f"--error-scope {settings.error_scope}: the teacher errs per {' or per '.join(map(repr, scopes))}")
+    overs = typing.get_args(ReflectConfig.model_fields["questions"].annotation)
+    if settings.reflect_over not in overs:
+        ap.error(f"--reflect-over {settings.reflect_over}: reflection self-generates on {' or '.join(map(repr, overs))}"
+                 " training questions")
+    if settings.taught is not None and not 1 <= settings.taught <= settings.train:
+        ap.error(f"--taught {settings.taught}: the teacher covers 1..{settings.train} (--train) training questions")
     if settings.reflect_from not in MODES or not MODES[settings.reflect_from].recall:
         ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "
                  f"({', '.join(m for m in MODES if MODES[m].recall)})")

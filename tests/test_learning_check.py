@@ -150,12 +150,31 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
 
 @pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),
                                         (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall"),
-                                        (["--error-scope", "always"], "per 'sample' or per 'question'")])
+                                        (["--error-scope", "always"], "per 'sample' or per 'question'"),
+                                        (["--reflect-over", "some"], "on 'taught' or 'all' training"),
+                                        (["--taught", "601"], "covers 1..600 (--train)")])
 def test_bad_world_or_reflection_flags_are_one_line_before_the_work_folder_is_touched(tmp_path, flag, said):
     done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *flag],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and said in done.stderr.strip().splitlines()[-1], done.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_a_partial_teacher_leaves_the_untaught_questions_to_reflection_over_all(tmp_path, ray_local):
+    """--taught 8 of 40: the rule teacher writes rationales for the first 8 training questions only; reflection
+    self-generates on those 8 by default and on all 40 with --reflect-over all (the world's labels)."""
+    from tinythinker_ray.reflect.iterate import training_questions
+    from tinythinker_ray.world.check import prepare_seed
+
+    small = {"train": 40, "valid": 4, "test": 6, "train_sample": 4, "teacher_samples": 2}
+    check = Check(tmp_path, Settings(**small, taught=8))
+    prepare_seed(check, 0)
+    assert check.cache.get("teacher", 0, "teach")["questions"] == 8
+    run = check.mode_dir("llama", 0, FULL)
+    assert len(training_questions(check.config(0, run))) == 8
+    every = training_questions(Check(tmp_path, Settings(**small, taught=8, reflect_over="all")).config(0, run))
+    world = load_benchmark("custom", str(check.data_dir(0))).train
+    assert [(q.id, q.answer) for q in every[8:]] == [(q.id, q.answer) for q in world[8:]] and len(every) == 40
 
 
 @pytest.mark.slow

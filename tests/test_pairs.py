@@ -253,3 +253,22 @@ def test_phase2_judges_chains_by_the_label_phase1_trained_on(tmp_path):
     assert [(q.id, q.answer) for q in questions] == [("q1", "B"), ("q2", "B")]
     out = pairs([recall_row(chain("sky.", "B"), chain("water.", "A"), q=questions[0])])
     assert [(p["chosen"], p["rejected"]) for p in out] == [("sky.", "water.")]
+
+
+def test_reflecting_over_all_questions_adds_the_untaught_ones_with_their_benchmark_label(tmp_path):
+    """reflect.questions all: q3 (no rationale) is self-generated on too, judged by its benchmark label A; q1
+    keeps the label phase 1 trained on. Its recall pairs get no teacher top-up: one chosen, one pair."""
+    from tinythinker_ray.config import load_config
+    from tinythinker_ray.reflect.iterate import training_questions
+    from tinythinker_ray.storage import write_jsonl
+
+    q3 = {**Q.to_dict(), "id": "q3"}
+    write_jsonl(tmp_path / "teach" / "questions" / "train.jsonl", [Q.to_dict(), q3])
+    write_jsonl(tmp_path / "teach" / "recall_single.jsonl",
+                [{"input": fmt.recall_input(Q), "target": "x.", "label": "B", "qid": "q1"}])
+    taught = training_questions(load_config(None, [f"run_dir={tmp_path}"]))
+    every = training_questions(load_config(None, [f"run_dir={tmp_path}", "reflect.questions=all"]))
+    assert [(q.id, q.answer) for q in taught] == [("q1", "B")]
+    assert [(q.id, q.answer) for q in every] == [("q1", "B"), ("q3", "A")]
+    out = pairs([recall_row(chain("sky.", "A"), chain("water.", "B"), chain("fire.", "C"), q=every[1])])
+    assert [(p["chosen"], p["rejected"]) for p in out] == [("sky.", "water.")]

@@ -132,6 +132,8 @@ class TeacherConfig(SamplerConfig):
                                                            "examples on")
     shots: int = Field(8, ge=0, description="few-shot examples in the prompt (per dataset: see DATASET_DEFAULTS)")
     samples: int = Field(8, ge=1, description="teacher samples per question")
+    max_questions: int | None = Field(None, ge=1, description="the teacher writes for the first N training questions "
+                                                              "only (a budget); reflect.questions all still uses all")
     temperature: float = Field(0.8, ge=0, description="sampling temperature")
     max_tokens: int = Field(256, ge=16, description="tokens per reply")
     constrained: bool = Field(True, description="regex-constrained decoding of the reply's shape (vllm)")
@@ -250,6 +252,9 @@ class ReflectConfig(_Section):
     warmup: float = Field(0.1, ge=0, le=1, description="cosine warmup share, as the reference")
     batch_size: int = Field(32, ge=1, description="pairs per worker per step (the authors: 32)")
     cycles: int = Field(10, ge=1, description="steps = cycles x (recall block + analyze block), as the reference")
+    questions: Literal["taught", "all"] = Field(
+        "taught", description="self-generation questions: taught = those the teacher wrote a rationale for (the "
+                              "authors); all = every training question, the untaught judged by their benchmark label")
     max_questions: int | None = Field(None, ge=1, description="cap on training questions for self-generation")
     seed: int = Field(42, description="sampling and shuffle seed")
 
@@ -470,7 +475,8 @@ def did_you_mean(key: str) -> str:
 # "none" or "all" is told the way that works.
 UNSET_MEANS = {
     "data.max_train": "no cap", "data.max_eval": "no cap", "sft.max_steps": "epochs",
-    "sft.eval_every": "once per schedule cycle", "reflect.max_questions": "no cap", "eval.limit": "no cap",
+    "sft.eval_every": "once per schedule cycle", "reflect.max_questions": "no cap", "teacher.max_questions": "no cap",
+    "eval.limit": "no cap",
     "train.eval_limit": "the whole split", "cluster.num_cpus": "detected", "student.max_length": "no cut",
 }
 BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),

@@ -69,12 +69,16 @@ def _split(cfg: Config, split: str, limits: list[int | None]) -> list[Question]:
 def training_questions(cfg: Config) -> list[Question]:
     """One per question the teacher covered (teach/recall_single.jsonl, when present), as the reference, each
     with the label phase 1 trained on: the teacher's majority relabels a question (teacher/filters.judge), and a
-    self-generated chain is right when it reaches that label, as the authors' generate.py judges it."""
+    self-generated chain is right when it reaches that label, as the authors' generate.py judges it.
+    reflect.questions "all" keeps the questions the teacher did not cover too, with their benchmark label (their
+    recall pairs then have no teacher recall to top the chosen side up with)."""
     questions = _split(cfg, "train", [])
     covered = RunDir(cfg.run_dir).teach.stage("recall_single")
     if covered.exists():
         labels = {str(r["qid"]): r.get("label") for r in read_jsonl(covered)}
-        questions = [replace(q, answer=labels[q.id] or q.answer) for q in questions if q.id in labels]
+        keep_untaught = cfg.reflect.questions == "all"
+        questions = [replace(q, answer=labels.get(q.id) or q.answer) for q in questions
+                     if q.id in labels or keep_untaught]
     caps = [n for n in (cfg.reflect.max_questions, cfg.data.max_train) if n]
     return questions[: min(caps)] if caps else questions
 

@@ -1,6 +1,7 @@
 """`tinythinker teach`: a benchmark's training questions -> the Recall / Analyze / Summarize training sets.
 
-    1. load the splits (data.*; data.max_train caps the training questions), write teach/questions/*.jsonl
+    1. load the splits (data.*; data.max_train caps the training questions), write teach/questions/*.jsonl;
+       teacher.max_questions: only the first N of them are asked (the rest stay in the split, labelled only)
     2. round 0 asks the teacher for `teacher.samples` replies per question; each following round (at most
        `teacher.retry_rounds`) asks again for as many samples as a question's last round could not use
        (`teacher.reask`; twice the tokens where replies were cut by length)
@@ -65,7 +66,7 @@ def _train_questions(cfg: Config, out: TeachDir) -> list[Question]:
                         file=d.path or d.name, field="id")
     for name, qs in (("train", train), ("valid", splits.valid), ("test", splits.test)):
         write_jsonl(out.questions(name), [q.to_dict() for q in qs])
-    return train
+    return train[: cfg.teacher.max_questions] if cfg.teacher.max_questions else train  # the split keeps them all
 
 
 def _judge(q: Question, lines: list[dict], t: TeacherConfig, seed: int):

@@ -49,6 +49,7 @@ class Settings:
     test: int = 90
     train_sample: int = 30  # training questions scored too (seen combinations)
     # the teacher
+    taught: int | None = None  # the first N training questions get rationales (None: all); the rest only labels
     error_rate: float = 0.1
     error_scope: str = "sample"  # teacher.error_scope: "question" = the teacher believes a false fact (relabels)
     teacher_samples: int = 4
@@ -76,6 +77,7 @@ class Settings:
     reflect_lr: float = 1e-4
     reflect_beta: float = 0.5
     reflect_alpha: float = 0.5
+    reflect_over: str = "taught"  # reflect.questions: "all" self-generates on the untaught questions too
     # not the pipeline's 0.7: the from-scratch students are so sharp that at 0.7 a question's sampled chains
     # were identical, so no question had both a chosen and a rejected chain (0 pairs, results/learning.md)
     reflect_temperature: float = 1.5
@@ -109,7 +111,7 @@ def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str 
         "teacher": {"backend": "rules", "model": str(data_dir / "world.json"), "fewshot_path": str(data_dir),
                     "shots": 2, "samples": s.teacher_samples, "augment": s.augment,
                     "temperature": s.teacher_temperature, "error_rate": s.error_rate,
-                    "error_scope": s.error_scope, "retry_rounds": 1,
+                    "error_scope": s.error_scope, "retry_rounds": 1, "max_questions": s.taught,
                     "block_size": 256, "seed": seed},
         "student": {"model": model, "max_new_tokens": s.max_new_tokens},
         "sampler": {"backend": "hf", "batch_size": 64},  # not auto (vLLM for the Llama): one engine for both
@@ -119,7 +121,7 @@ def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str 
                 "epochs": s.epochs, "max_steps": s.steps or None, "eval_every": eval_every, "seed": seed},
         "reflect": {"iterations": max(s.rounds, 1), "samples": s.reflect_samples,
                     "analyze_samples": s.reflect_samples, "max_questions": s.reflect_questions,
-                    "cycles": s.reflect_cycles, "lr": s.reflect_lr, "beta": s.reflect_beta,
+                    "questions": s.reflect_over, "cycles": s.reflect_cycles, "lr": s.reflect_lr, "beta": s.reflect_beta,
                     "alpha": s.reflect_alpha, "batch_size": s.batch_size, "temperature": s.reflect_temperature,
                     "seed": seed},
         "eval": {"batch_size": 64, "samples": 1},
