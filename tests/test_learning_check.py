@@ -146,6 +146,11 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
     # a report rewritten from the cache (--report) does not pass its own few seconds off as the run's time
     assert "Runtime: 1.0 min" in markdown(lines, meta)
     assert "rewritten with --report from the work folder's cache (0 units" in markdown(lines, meta | {"seconds": None})
+    # a partial teacher and reflection over every question are said where the teacher and the rounds are
+    assert "training question(s) x" in markdown(lines, meta) and "asked about" not in markdown(lines, meta)
+    partial = markdown(lines, meta | {"settings": meta["settings"] | {"taught": 150, "reflect_over": "all"}})
+    assert "every training question(s) (those without a rationale too, by their label) x" in partial
+    assert "Teacher: rules, asked about the first 150 training questions of a seed only, error rate" in partial
 
 
 @pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),

@@ -117,14 +117,16 @@ def markdown(lines: list[dict], meta: dict) -> str:
     t = meta["teacher"]
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
+    over = " (those without a rationale too, by their label)" if a.get("reflect_over", "taught") == "all" else ""
+    taught = f"asked about the first {a['taught']} training questions of a seed only, " if a.get("taught") else ""
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
                 f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the "
                 f"{SHORT[base]} model, each "
-                f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s) x "
+                f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s){over} x "
                 f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
                 f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
                 f"{a['reflect_alpha']}.",
-            f"Teacher: rules, error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
+            f"Teacher: rules, {taught}error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
             f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
             f"rationales for {t['questions']} questions and relabelled {t['relabelled']}.",
