@@ -27,6 +27,7 @@ from tinythinker_ray.world.check import (
     Settings,
     held_out_outcomes,
     recorded_settings,
+    selfgen_truth,
     stages_right,
 )
 from tinythinker_ray.world.check_report import aggregate, markdown, paired_change, reflect_change, sign_test
@@ -113,6 +114,34 @@ def test_stages_right_read_a_units_saved_test_chains_against_the_worlds_facts(tm
     # 3 questions x 3 right analyses, then 3 questions whose analyses are right for option A only
     assert right == {"test_recall_right": 4 / 6, "test_analyses_right": (9 + 3) / 18}
     assert stages_right(check, {"family": "llama", "seed": 0, "stage": FULL}) == {}  # not evaluated here
+
+
+def test_a_rounds_self_generation_is_split_by_outcome_and_judged_against_the_world(tmp_path):
+    """Reflect round 1's generations.jsonl: chains that reached the label and chains that did not, each side's
+    recalls and analyses compared with the world's facts (the report line that says how true a chosen side is)."""
+    check = Check(tmp_path, Settings())
+    synth.write(SynthConfig(train=30, valid=2, test=6, options=3), check.data_dir(0))
+    world = synth.load_world(check.data_dir(0))
+    q, other = load_benchmark("custom", str(check.data_dir(0))).train[:2]
+    ex, wrong = synth.explain(world, q, style=1), synth.explain(world, other)
+    wrong_letter = next(lab for lab, _ in q.options if lab != q.answer)
+    right_chain = {"recall": ex.knowledge, "analyses": [list(a) for a in ex.reasons], "prediction": q.answer}
+    lucky = {"recall": wrong.knowledge, "analyses": [[lab, "so nothing."] for lab, _ in ex.reasons],
+             "prediction": q.answer}  # right by chance: false stages
+    failed = {"recall": ex.knowledge, "analyses": [[lab, "so nothing."] for lab, _ in ex.reasons],
+              "prediction": wrong_letter}
+    gens = RunDir(check.seed_dir(0) / "llama" / FULL).reflect(1).generations
+    gens.parent.mkdir(parents=True)
+    write_jsonl(gens, [{"qid": q.id, "question": q.to_dict(), "chains": [right_chain, lucky, failed]}])
+    row = {"family": "llama", "seed": 0, "stage": "reflect-1"}
+    assert selfgen_truth(check, row) == {"chosen_recall_true": 0.5, "chosen_analyses_true": 0.5,
+                                         "rejected_recall_true": 1.0, "rejected_analyses_true": 0.0}
+    assert selfgen_truth(check, {**row, "stage": "reflect-2"}) == selfgen_truth(check, {**row, "stage": FULL}) == {}
+    line = aggregate([{**row, "test": 0.5, "selfgen": selfgen_truth(check, row)}], ["llama"], [0], rounds=1)
+    meta = {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0],
+            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
+            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
+    assert "llama round 1: recall 0.50/1.00, analyses 0.50/0.00 (0)." in markdown(line, meta)
 
 
 def test_mcnemar_p_is_exact_symmetric_and_one_when_nothing_changed():
@@ -207,6 +236,7 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     assert report["meta"]["oracle"] > 0.9  # the rule teacher as the student answers its own world
     md = (out / "learning.md").read_text()
     assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md and "analyses right" in md
+    assert "Each round's self-generation (by the model it started from)" in md  # read from the round's files
     assert (out / "learning.png").stat().st_size > 1000
     # a rerun finds every unit in the cache and trains nothing
     units = (tmp_path / "work" / "results.jsonl").read_text()

@@ -367,15 +367,55 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
     if not results:
         return {}
     world = synth.load_world(check.data_dir(row["seed"]))
-    truth = [([synth.explain(world, q, style=s) for s in range(synth.STYLES)], r["chains"][0]) for q, r in results]
+    truth = [(world_truth(world, q), r["chains"][0]) for q, r in results]
     out = {}
     if mode.recall:
-        out["test_recall_right"] = statistics.fmean(chain["recall"] in {ex.knowledge for ex in wordings}
-                                                    for wordings, chain in truth)
+        out["test_recall_right"] = statistics.fmean(chain["recall"] in facts for (facts, _), chain in truth)
     if "analyze" in mode.stages:
-        out["test_analyses_right"] = statistics.fmean(text in {dict(ex.reasons)[label] for ex in wordings}
-                                                      for wordings, chain in truth for label, text in chain["analyses"])
+        out["test_analyses_right"] = statistics.fmean(text in reasons.get(label, ()) for (_, reasons), chain in truth
+                                                      for label, text in chain["analyses"])
     return out
+
+
+def world_truth(world, q: Question) -> tuple[set[str], dict[str, set[str]]]:
+    """A question's true recalls (its general fact, in every wording) and, per option label, its true analyses
+    (the world's reason for that option, in every wording)."""
+    from . import synth
+
+    wordings = [synth.explain(world, q, style=s) for s in range(synth.STYLES)]
+    reasons: dict[str, set[str]] = {}
+    for ex in wordings:
+        for label, text in ex.reasons:
+            reasons.setdefault(label, set()).add(text)
+    return {ex.knowledge for ex in wordings}, reasons
+
+
+def selfgen_truth(check: Check, row: dict) -> dict[str, float]:
+    """A reflect round's self-generated chains (sampled by the model the round started from), split by whether
+    they reached the label (where chosen sides come from) or not (rejected sides): the share of their recalls that
+    are a true general fact of the world, and of their analyses that are the world's reason for their option.
+    A pair teaches reasoning only as far as its chosen chain is truer than its rejected one, and a guess reaches
+    the label by chance once in `options`. {} when not a round or its generations are not on disk."""
+    from ..rundir import RunDir
+    from . import synth
+
+    if not row["stage"].startswith("reflect-"):
+        return {}
+    run = RunDir(check.seed_dir(row["seed"]) / row["family"] / check.settings.reflect_from)
+    gens = run.reflect(int(row["stage"].removeprefix("reflect-"))).generations
+    if not gens.exists():
+        return {}
+    world = synth.load_world(check.data_dir(row["seed"]))
+    seen: dict[str, list[bool]] = {}
+    for g in read_jsonl(gens):
+        q = Question.from_dict(g["question"])
+        facts, reasons = world_truth(world, q)
+        for chain in g["chains"]:
+            side = "chosen" if chain.get("prediction") == q.answer else "rejected"
+            seen.setdefault(f"{side}_recall_true", []).append(chain["recall"] in facts)
+            for label, text in chain.get("analyses") or []:
+                seen.setdefault(f"{side}_analyses_true", []).append(text in reasons.get(label, ()))
+    return {k: statistics.fmean(v) for k, v in sorted(seen.items())}
 
 
 def held_out_outcomes(check: Check, row: dict) -> dict[str, bool] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
 from ..rundir import RunDir
-from .check import held_out_outcomes, stages_right
+from .check import held_out_outcomes, selfgen_truth, stages_right
 
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
@@ -57,7 +57,8 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
                     "test_per_seed": [r["test"] for r in got], "train_per_seed": [r.get("train") for r in got],
                     "steps": max(r.get("steps") or 0 for r in got), "stopped": sum(bool(r.get("stopped")) for r in got),
                     "pairs": {r["seed"]: r["pairs"] for r in got if r.get("pairs")},
-                    "vs_phase1": {r["seed"]: r["vs_phase1"] for r in got if r.get("vs_phase1")}}
+                    "vs_phase1": {r["seed"]: r["vs_phase1"] for r in got if r.get("vs_phase1")},
+                    "selfgen": {r["seed"]: r["selfgen"] for r in got if r.get("selfgen")}}
             for key in ("test", "train", "valid", *DIAGNOSTICS):
                 vals = [r[key] for r in got if r.get(key) is not None]
                 if vals:
@@ -107,6 +108,16 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: "
             + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
             + "."]
+    truths = [ln for ln in lines if ln.get("selfgen")]
+    if truths:
+        def share(t: dict, stage: str) -> str:
+            return f"{stage} {t.get(f'chosen_{stage}_true', math.nan):.2f}/{t.get(f'rejected_{stage}_true', math.nan):.2f}"
+
+        out += ["", "Each round's self-generation (by the model it started from): share of stages true to the world "
+                    "in chains that reached the label / that did not (seed): " + "; ".join(
+            f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: " + ", ".join(
+                f"{share(t, 'recall')}, {share(t, 'analyses')} ({seed})" for seed, t in ln["selfgen"].items())
+            for ln in truths) + "."]
     changed = [ln for ln in lines if ln["vs_phase1"]]
     if changed:
         out += ["", f"Each reflect round against the {SHORT[base]} model the rounds started from, on the same test "
@@ -192,7 +203,8 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
 
     settings = dataclasses.asdict(check.settings)
     rows = [r | stages_right(check, r) if r["family"] in families and "test" in r else r for r in rows]
-    rows = [r | {"vs_phase1": reflect_change(check, r)} if r["stage"].startswith("reflect-") else r for r in rows]
+    rows = [r | {"vs_phase1": reflect_change(check, r), "selfgen": selfgen_truth(check, r)}
+            if r["stage"].startswith("reflect-") else r for r in rows]
     lines = aggregate(rows, families, seeds, check.settings.rounds)
     teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
     oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
