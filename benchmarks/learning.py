@@ -141,6 +141,7 @@ def calibrate(check, seed: int, out: Path, questions: int | None = None) -> None
 def main() -> None:
     from tinythinker_ray.config import ReflectConfig, TeacherConfig
     from tinythinker_ray.core.modes import MODES
+    from tinythinker_ray.errors import ConfigError
     from tinythinker_ray.world.check import (
         FAMILIES,
         SETTINGS_FILE,
@@ -150,9 +151,10 @@ def main() -> None:
         prepare_seed,
         recorded_settings,
         student,
+        synth_config,
     )
     from tinythinker_ray.world.check_report import write_report
-    from tinythinker_ray.world.synth import TEMPLATES
+    from tinythinker_ray.world.synth import TEMPLATES, build
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="llama,t5")
@@ -194,6 +196,12 @@ def main() -> None:
     if settings.reflect_from not in MODES or not MODES[settings.reflect_from].recall:
         ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "
                  f"({', '.join(m for m in MODES if MODES[m].recall)})")
+
+    try:  # a world these settings cannot make is one line, before the work folder is touched (a build takes ms)
+        for seed in map(int, args.seeds.split(",")):
+            build(synth_config(settings, seed))
+    except ConfigError as e:
+        ap.error(str(e))
 
     for k, v in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu"}.items():
         os.environ.setdefault(k, v)

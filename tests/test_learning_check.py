@@ -186,7 +186,8 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
                                         (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall"),
                                         (["--error-scope", "always"], "per 'sample' or per 'question'"),
                                         (["--reflect-over", "some"], "on 'taught' or 'all' training"),
-                                        (["--taught", "601"], "covers 1..600 (--train)")])
+                                        (["--taught", "601"], "covers 1..600 (--train)"),
+                                        (["--options", "5"], "5 options need as many categories")])
 def test_bad_world_or_reflection_flags_are_one_line_before_the_work_folder_is_touched(tmp_path, flag, said):
     done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *flag],
                           capture_output=True, text=True, timeout=120)
