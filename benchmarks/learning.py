@@ -221,6 +221,8 @@ def main() -> None:
     if bad := [f for f in families if f not in FAMILIES] + [m for m in modes if m not in MODES]:
         ap.error(f"unknown families/modes {bad} (allowed: {FAMILIES}, {tuple(MODES)})")
     cached = len(check.cache.rows)
+    if args.report and (missing := [s for s in seeds if not check.cache.get("teacher", s, "teach")]):
+        ap.error(f"--report: {work} has no units of seed(s) {missing} yet: run the check without --report first")
 
     t0 = time.time()
     if not args.report:

@@ -212,6 +212,12 @@ def test_a_partial_teacher_leaves_the_untaught_questions_to_reflection_over_all(
     assert [(q.id, q.answer) for q in every[8:]] == [(q.id, q.answer) for q in world[8:]] and len(every) == 40
 
 
+def test_a_report_from_a_work_folder_with_nothing_run_says_so_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), "--report", "--seeds", "0,1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "has no units of seed(s) [0, 1] yet" in done.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.slow
 def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     """Two seeds as two Ray Tune trials of one local Ray; the full mode is diagnosed and gets a reflect round."""
