@@ -39,12 +39,12 @@ HERE = Path(__file__).resolve().parent
 RUN_CPUS = 4  # logical CPUs per trial: its driver, the Ray Train worker and the sampler tasks fit
 QUICK = {"seeds": "0", "steps": 600, "rounds": 1, "reflect_questions": 200, "train": 300}
 OPTIONAL = {"t5_lr": float, "reflect_questions": int, "taught": int}  # settings whose default is None
+log = logging.getLogger("learning")
 
 
 def optional(kind: type):
     """A flag's parser for a setting that may be None ("none" on the command line)."""
     return lambda v: None if v.lower() == "none" else kind(v)
-log = logging.getLogger("learning")
 
 
 def trial(params: dict, *, work: str, settings: dict, modes: list[str]) -> None:

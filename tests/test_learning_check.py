@@ -142,6 +142,9 @@ def test_a_rounds_self_generation_is_split_by_outcome_and_judged_against_the_wor
             "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
             "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
     assert "llama round 1: recall 0.50/1.00, analyses 0.50/0.00 (0)." in markdown(line, meta)
+    recall_only = {k: v for k, v in selfgen_truth(check, row).items() if "recall" in k}  # an R+S student's chains
+    line = aggregate([{**row, "test": 0.5, "selfgen": recall_only}], ["llama"], [0], rounds=1)
+    assert "llama round 1: recall 0.50/1.00 (0)." in markdown(line, meta)
 
 
 def test_mcnemar_p_is_exact_symmetric_and_one_when_nothing_changed():

@@ -110,13 +110,14 @@ def markdown(lines: list[dict], meta: dict) -> str:
             + "."]
     truths = [ln for ln in lines if ln.get("selfgen")]
     if truths:
-        def share(t: dict, stage: str) -> str:
-            return f"{stage} {t.get(f'chosen_{stage}_true', math.nan):.2f}/{t.get(f'rejected_{stage}_true', math.nan):.2f}"
+        def shares(t: dict) -> str:  # the stages the chains have (an R+S student's have no analyses)
+            return ", ".join(f"{st} {t[f'chosen_{st}_true']:.2f}/{t[f'rejected_{st}_true']:.2f}"
+                             for st in ("recall", "analyses") if f"chosen_{st}_true" in t and f"rejected_{st}_true" in t)
 
         out += ["", "Each round's self-generation (by the model it started from): share of stages true to the world "
                     "in chains that reached the label / that did not (seed): " + "; ".join(
             f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: " + ", ".join(
-                f"{share(t, 'recall')}, {share(t, 'analyses')} ({seed})" for seed, t in ln["selfgen"].items())
+                f"{shares(t)} ({seed})" for seed, t in ln["selfgen"].items())
             for ln in truths) + "."]
     changed = [ln for ln in lines if ln["vs_phase1"]]
     if changed:
