@@ -36,6 +36,13 @@ from tinythinker_ray.world.rules import RulesSampler
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
 
 
+def report_meta(**over) -> dict:
+    """The run facts `markdown` writes a report from (the check's `write_report` gathers them), for one seed."""
+    return {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0],
+            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
+            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30} | over
+
+
 def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():
     rows = [{"family": "t5", "seed": s, "stage": "summarize", "test": t, "steps": 10}
             for s, t in ((2, 0.2), (0, 0.4), (1, 0.3))]
@@ -47,9 +54,7 @@ def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_n
     rows = [{"family": "llama", "seed": s, "stage": "reflect-1", "test": 0.5, "steps": 9,
              **({"pairs": {"recall": 10 + s, "analyze": 0}} if s != 1 else {})} for s in (2, 0, 1)]
     lines = aggregate(rows, ["llama"], [0, 1, 2], rounds=1)
-    meta = {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0, 1, 2],
-            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
-            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
+    meta = report_meta(seeds=[0, 1, 2])
     assert "llama round 1: 10/0 (0), 12/0 (2)." in markdown(lines, meta)
 
 
@@ -138,9 +143,7 @@ def test_a_rounds_self_generation_is_split_by_outcome_and_judged_against_the_wor
                                          "rejected_recall_true": 1.0, "rejected_analyses_true": 0.0}
     assert selfgen_truth(check, {**row, "stage": "reflect-2"}) == selfgen_truth(check, {**row, "stage": FULL}) == {}
     line = aggregate([{**row, "test": 0.5, "selfgen": selfgen_truth(check, row)}], ["llama"], [0], rounds=1)
-    meta = {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0],
-            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
-            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
+    meta = report_meta()
     assert "llama round 1: recall 0.50/1.00, analyses 0.50/0.00 (0)." in markdown(line, meta)
     recall_only = {k: v for k, v in selfgen_truth(check, row).items() if "recall" in k}  # an R+S student's chains
     line = aggregate([{**row, "test": 0.5, "selfgen": recall_only}], ["llama"], [0], rounds=1)
@@ -171,9 +174,7 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
     assert paired_change({"a": False, "b": True}, {"a": True, "c": False}) == {"fixed": 1, "broken": 0, "p": 1.0}
     lines = aggregate([{**row, "test": 0.67, "steps": 9, "vs_phase1": reflect_change(check, row)}], ["llama"], [0],
                       rounds=1)
-    meta = {"settings": dataclasses.asdict(Settings()), "oracle": 1.0, "majority": 0.4, "seeds": [0],
-            "teacher": {"kept": 1, "questions": 1, "relabelled": 0}, "seconds": 60, "machine": "test",
-            "cached": 0, "unit_seconds": 60, "unit_train_seconds": 30}
+    meta = report_meta()
     assert "llama round 1: +2 / -1 (p 1.00; 0)." in markdown(lines, meta)
     # a report rewritten from the cache (--report) does not pass its own few seconds off as the run's time
     assert "Runtime: 1.0 min" in markdown(lines, meta)

@@ -340,15 +340,22 @@ def unit_mode(check: Check, row: dict) -> tuple[str, str]:
     return (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
 
 
+def unit_run(check: Check, row: dict):
+    """The run folder a unit's model lives in: its phase-1 mode's (a reflect round's is under the `reflect_from`
+    mode's). Only reads: unlike `Check.mode_dir` it links no teacher output."""
+    from ..rundir import RunDir
+
+    return RunDir(check.seed_dir(row["seed"]) / row["family"] / unit_mode(check, row)[0])
+
+
 def saved_test_results(check: Check, row: dict) -> list[tuple[Question, dict]] | None:
     """A unit's saved evaluation rows (one per question, with its chains) on the held-out test split, each with its
     question; None when the evaluation is not on disk (a cache row from another machine, or a stage never
     evaluated)."""
     from ..data.loaders import load_benchmark
-    from ..rundir import RunDir
 
     mode, tag = unit_mode(check, row)
-    results = RunDir(check.seed_dir(row["seed"]) / row["family"] / mode).eval(tag).results
+    results = unit_run(check, row).eval(tag).results
     if mode not in MODES or not results.exists():
         return None
     test = {q.id: q for q in load_benchmark("custom", str(check.data_dir(row["seed"]))).test}
@@ -396,13 +403,12 @@ def selfgen_truth(check: Check, row: dict) -> dict[str, float]:
     are a true general fact of the world, and of their analyses that are the world's reason for their option.
     A pair teaches reasoning only as far as its chosen chain is truer than its rejected one, and a guess reaches
     the label by chance once in `options`. {} when not a round or its generations are not on disk."""
-    from ..rundir import RunDir
     from . import synth
 
-    if not row["stage"].startswith("reflect-"):
+    tag = unit_mode(check, row)[1]
+    if not tag.startswith("reflect-"):
         return {}
-    run = RunDir(check.seed_dir(row["seed"]) / row["family"] / check.settings.reflect_from)
-    gens = run.reflect(int(row["stage"].removeprefix("reflect-"))).generations
+    gens = unit_run(check, row).reflect(int(tag.removeprefix("reflect-"))).generations
     if not gens.exists():
         return {}
     world = synth.load_world(check.data_dir(row["seed"]))
