@@ -157,6 +157,17 @@ def test_mcnemar_p_is_exact_symmetric_and_one_when_nothing_changed():
     assert sign_test(5, 5) == 1.0  # capped: the two tails overlap at an even split
 
 
+def test_the_paired_line_adds_all_seeds_together_where_no_single_seed_has_changes_enough():
+    changes = {0: {"fixed": 3, "broken": 1}, 1: {"fixed": 4, "broken": 1}, 2: {"fixed": 2, "broken": 0}}
+    rows = [{"family": "llama", "seed": s, "stage": "reflect-3", "test": 0.95, "steps": 9,
+             "vs_phase1": c | {"p": sign_test(c["fixed"], c["broken"])}} for s, c in changes.items()]
+    text = markdown(aggregate(rows, ["llama"], [0, 1, 2], rounds=3), report_meta(seeds=[0, 1, 2]))
+    assert ("llama round 3: +3 / -1 (p 0.62; 0), +4 / -1 (p 0.38; 1), +2 / -0 (p 0.50; 2), "
+            "+9 / -2 (p 0.07; all seeds).") in text  # sign_test(9, 2) = 0.065; no seed alone is below 0.38
+    one = markdown(aggregate(rows[:1], ["llama"], [0], rounds=3), report_meta())
+    assert "llama round 3: +3 / -1 (p 0.62; 0)." in one and "; all seeds)" not in one
+
+
 def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_questions(tmp_path):
     check = Check(tmp_path, Settings())
     synth.write(SynthConfig(train=30, valid=2, test=6, options=3), check.data_dir(0))
