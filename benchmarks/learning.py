@@ -62,6 +62,14 @@ def trial(params: dict, *, work: str, settings: dict, modes: list[str]) -> None:
     tune.report({"units": len([k for k in check.cache.rows if k[:2] == (family, seed)])})
 
 
+def unit_line(r: dict) -> str:
+    """A finished unit's progress line; a round that stopped (e.g. too few pairs) says so, as it kept the model
+    before it and its scores would otherwise read as a round that changed nothing."""
+    train = f" train {r['train']:.3f}" if r.get("train") is not None else ""
+    return f"{r['family']} seed {r['seed']} {r['stage']}: test {r['test']:.3f}{train}" + (
+        f" (stopped: {r['stopped']})" if r.get("stopped") else "")
+
+
 def follow(cache_path: Path, done: threading.Event) -> None:
     """The driver's progress: a line per unit the trials finish (they run in their own processes)."""
     seen = 0
@@ -71,8 +79,7 @@ def follow(cache_path: Path, done: threading.Event) -> None:
         for line in lines[seen:]:
             r = json.loads(line)
             if "test" in r and r["family"] not in ("oracle",):
-                log.info("%s seed %s %s: test %.3f%s", r["family"], r["seed"], r["stage"], r["test"],
-                         f" train {r['train']:.3f}" if r.get("train") is not None else "")
+                log.info("%s", unit_line(r))
         seen = len(lines)
         if stopping:
             return

@@ -269,3 +269,16 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     # the cache is keyed by unit only: other training settings are refused, not mixed in
     other = subprocess.run([*cmd, "--lr", "5e-3"], capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "lr: 0.003 -> 0.005" in other.stderr and "--fresh" in other.stderr
+
+
+def test_the_progress_line_of_a_round_that_stopped_says_so():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learning_check_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    row = {"family": "llama", "seed": 2, "stage": "reflect-1", "test": 0.7167, "train": 0.7917}
+    assert script.unit_line(row) == "llama seed 2 reflect-1: test 0.717 train 0.792"
+    stopped = script.unit_line(row | {"stopped": "too few preference pairs to train"})
+    assert stopped.endswith("train 0.792 (stopped: too few preference pairs to train)")
+    assert script.unit_line({**row, "train": None}) == "llama seed 2 reflect-1: test 0.717"
