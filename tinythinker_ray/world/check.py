@@ -18,12 +18,16 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Config, SamplerConfig, SynthConfig, build_config, with_overrides
 from ..core.modes import FULL, MODES, Mode, get_mode
 from ..core.records import Question
 from ..sampling.base import Completion, GenParams, Sampler
 from ..storage import append_jsonl, read_jsonl
+
+if TYPE_CHECKING:
+    from ..rundir import RunDir
 
 log = logging.getLogger(__name__)
 FAMILIES = ("t5", "llama")
@@ -340,7 +344,7 @@ def unit_mode(check: Check, row: dict) -> tuple[str, str]:
     return (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
 
 
-def unit_run(check: Check, row: dict):
+def unit_run(check: Check, row: dict) -> RunDir:
     """The run folder a unit's model lives in: its phase-1 mode's (a reflect round's is under the `reflect_from`
     mode's). Only reads: unlike `Check.mode_dir` it links no teacher output."""
     from ..rundir import RunDir
