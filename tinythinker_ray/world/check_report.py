@@ -30,6 +30,11 @@ def sign_test(fixed: int, broken: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def change(fixed: int, broken: int) -> dict:
+    """A paired comparison's result: the questions the second model fixed and broke, and McNemar's p of that split."""
+    return {"fixed": fixed, "broken": broken, "p": sign_test(fixed, broken)}
+
+
 def paired_change(before: dict[str, bool], after: dict[str, bool]) -> dict:
     """Two models on the same questions: how many the second fixed and broke, and McNemar's p of that split. Paired,
     it tells a real gain from noise far better than two accuracies' difference does: questions both get right or
@@ -37,15 +42,14 @@ def paired_change(before: dict[str, bool], after: dict[str, bool]) -> dict:
     common = before.keys() & after.keys()
     fixed = sum(after[q] and not before[q] for q in common)
     broken = sum(before[q] and not after[q] for q in common)
-    return {"fixed": fixed, "broken": broken, "p": sign_test(fixed, broken)}
+    return change(fixed, broken)
 
 
 def pooled(changes) -> dict:
     """Several seeds' paired changes as one test: their fixed and broken questions summed (the seeds' questions are
     disjoint). With a phase 1 near the ceiling one seed's test has too few changed questions for any p to be small;
     together they can say whether the rounds gain at all."""
-    fixed, broken = (sum(c[k] for c in changes) for k in ("fixed", "broken"))
-    return {"fixed": fixed, "broken": broken, "p": sign_test(fixed, broken)}
+    return change(*(sum(c[k] for c in changes) for k in ("fixed", "broken")))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
