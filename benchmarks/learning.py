@@ -19,6 +19,8 @@ learning.md is kept.
     .venv/bin/python benchmarks/learning.py                 # the default check (2 families x 3 seeds)
     .venv/bin/python benchmarks/learning.py --quick         # one seed, fewer steps and rounds: for iterating
     .venv/bin/python benchmarks/learning.py --families llama --seeds 0 --steps 200 --rounds 1   # any subset
+    .venv/bin/python benchmarks/learning.py --phase1-from runs/learning --work runs/learning-beta2 --reflect-beta 2
+                                          # other reflect settings on the same phase-1 models (same other flags)
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ def main() -> None:
         oracle,
         prepare_seed,
         recorded_settings,
+        reuse_phase1,
         student,
         synth_config,
     )
@@ -173,6 +176,9 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="only write the report from the units cached so far")
     ap.add_argument("--jobs", type=int, default=2, help="(family, seed) trials side by side")
     ap.add_argument("--quick", action="store_true", help=f"a fast look: {QUICK}")
+    ap.add_argument("--phase1-from", metavar="WORK", help="start --work (new) as a copy of that work folder's world, "
+                    "teacher and phase-1 units without its reflect rounds, to run the rounds with other --reflect-* / "
+                    "--rounds settings on the same phase-1 models")
     ap.add_argument("--calibrate", action="store_true", help="only the reflection sweep (Ray Tune) on the first "
                     "seed's Llama, into results/reflect-sweep.{csv,md}")
     ap.add_argument("--calibrate-questions", type=int, default=None,
@@ -216,8 +222,14 @@ def main() -> None:
     work = Path(args.work).resolve()
     if args.fresh and work.exists():
         shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
     now = dataclasses.asdict(settings)
+    if args.phase1_from and recorded_settings(work) != now:  # else a rerun of the same command: it resumes
+        try:
+            reuse_phase1(Path(args.phase1_from), work, settings)
+        except ConfigError as e:
+            ap.error(str(e))
+        (work / SETTINGS_FILE).write_text(json.dumps(now, indent=2) + "\n")
+    work.mkdir(parents=True, exist_ok=True)
     if (before := recorded_settings(work)) is not None and before != now:
         diff = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
         ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings, "

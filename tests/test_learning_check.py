@@ -15,18 +15,21 @@ import pytest
 from tinythinker_ray.config import SamplerConfig, SynthConfig
 from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.loaders import load_benchmark
+from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.eval.chain import accuracy, run_chain
 from tinythinker_ray.rundir import RunDir
 from tinythinker_ray.sampling.base import Completion, Sampler
-from tinythinker_ray.storage import write_jsonl
+from tinythinker_ray.storage import read_jsonl, write_jsonl
 from tinythinker_ray.world import synth
 from tinythinker_ray.world.check import (
     SETTINGS_FILE,
+    Cache,
     Check,
     GoldStages,
     Settings,
     held_out_outcomes,
     recorded_settings,
+    reuse_phase1,
     selfgen_truth,
     stages_right,
 )
@@ -65,6 +68,39 @@ def test_a_work_folders_recorded_settings_read_a_setting_added_since_as_its_defa
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(old))
     # the learning check compares this dict with the settings asked for: the absent one must read as its default
     assert recorded_settings(tmp_path) == dataclasses.asdict(Settings(key="link", steps=4000, error_scope="sample"))
+
+
+def test_reusing_a_work_folders_phase1_drops_its_rounds_and_points_every_record_at_the_copy(tmp_path):
+    """--phase1-from: the copy's records and links name the copy (its rounds would otherwise write into, or
+    "resume" from, the source's), its rounds and their evaluations are gone, and the source is untouched."""
+    source, work = tmp_path / "source", tmp_path / "work"
+    run = source / "seed0" / "llama" / FULL
+    (source / "seed0" / "teach-run" / "teach").mkdir(parents=True)
+    for sub in ("sft/best", "reflect/iter_1", "eval/sft", "eval/reflect-1"):
+        (run / sub).mkdir(parents=True)
+    (run / "teach").symlink_to(source / "seed0" / "teach-run" / "teach", target_is_directory=True)
+    (source / "tune").mkdir()
+    (source / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(Settings(steps=4000))))
+    phase1 = {"family": "llama", "seed": 0, "stage": FULL, "best": str(run / "sft/best"), "test": 0.7}
+    write_jsonl(source / "results.jsonl", [phase1, phase1 | {"stage": "reflect-1", "best": str(run / "reflect")}])
+    (run / "manifest.json").write_text(json.dumps({"steps": {"sft": {"best_dir": str(run / "sft/best")},
+                                                             "reflect/iter_1": {"record": {}}}}))
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
+
+    with pytest.raises(ConfigError, match=r"other settings \(lr: 0.003 -> 0.005\).*--reflect-beta"):
+        reuse_phase1(source, work, Settings(steps=4000, lr=5e-3))
+    reuse_phase1(source, work, Settings(steps=4000, reflect_beta=2.0, rounds=5))  # reflection's may differ
+
+    copy = work / "seed0" / "llama" / FULL
+    assert list(read_jsonl(work / "results.jsonl")) == [phase1 | {"best": str(copy / "sft/best")}]
+    assert json.loads((copy / "manifest.json").read_text()) == {"steps": {"sft": {"best_dir": str(copy / "sft/best")}}}
+    assert (copy / "teach").resolve() == (work / "seed0" / "teach-run" / "teach").resolve()
+    assert sorted(p.name for p in copy.iterdir()) == ["eval", "manifest.json", "sft", "teach"]
+    assert [p.name for p in (copy / "eval").iterdir()] == ["sft"] and not (work / "tune").exists()
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
+    assert str(source) in (source / "results.jsonl").read_text()
+    with pytest.raises(ConfigError, match="is not empty"):  # never over another folder's units
+        reuse_phase1(source, work, Settings(steps=4000))
 
 
 class Clueless(Sampler):
@@ -269,6 +305,19 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     # the cache is keyed by unit only: other training settings are refused, not mixed in
     other = subprocess.run([*cmd, "--lr", "5e-3"], capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "lr: 0.003 -> 0.005" in other.stderr and "--fresh" in other.stderr
+    # other reflection settings on the same phase-1 models: the rounds run again in a copy, phase 1 is reused
+    beta = tmp_path / "beta"
+    done = subprocess.run([*cmd, "--work", str(beta), "--out", str(tmp_path / "beta-out"), "--phase1-from",
+                           str(tmp_path / "work"), "--reflect-beta", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {Cache.key(r): r for r in map(json.loads, units.splitlines())}
+    for r in read_jsonl(beta / "results.jsonl"):
+        if r["stage"] == "reflect-1":  # trained now (round folders are not copied), into the copy
+            assert r["best"].startswith(str(beta))
+            assert (beta / f"seed{r['seed']}" / "t5" / FULL / "reflect" / "iter_1" / "record.json").exists()
+        else:
+            assert json.dumps(r) == json.dumps(rows[Cache.key(r)]).replace(str(tmp_path / "work"), str(beta))
+    assert json.loads((beta / SETTINGS_FILE).read_text())["reflect_beta"] == 2.0
 
 
 def test_the_progress_line_of_a_round_that_stopped_says_so():

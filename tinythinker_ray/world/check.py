@@ -14,6 +14,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,8 +25,9 @@ from typing import TYPE_CHECKING
 from ..config import Config, SamplerConfig, SynthConfig, build_config, with_overrides
 from ..core.modes import FULL, MODES, Mode, get_mode
 from ..core.records import Question
+from ..errors import ConfigError
 from ..sampling.base import Completion, GenParams, Sampler
-from ..storage import append_jsonl, read_jsonl
+from ..storage import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from ..rundir import RunDir
@@ -99,6 +102,48 @@ def recorded_settings(work: Path) -> dict | None:
     folder was made counts as its default (it did not exist, so it was not changed)."""
     record = work / SETTINGS_FILE
     return dataclasses.asdict(Settings()) | json.loads(record.read_text()) if record.exists() else None
+
+
+REFLECT_SETTINGS = ("rounds", *(f.name for f in dataclasses.fields(Settings) if f.name.startswith("reflect_")))
+
+
+def reuse_phase1(source: Path, work: Path, settings: Settings) -> None:
+    """A new work folder `work` holding `source`'s world, teacher output, students and phase-1 units, but none of
+    its reflect rounds: reflection's settings (REFLECT_SETTINGS) can then be tried on the same phase-1 models,
+    and `source` stays as it was. Refused when `settings` differ from `source`'s in anything phase 1 depends on."""
+    before = recorded_settings(source)
+    if before is None:
+        raise ConfigError(f"{source} is not a learning-check work folder (no {SETTINGS_FILE})")
+    if diff := [f"{k}: {before[k]} -> {v}" for k, v in dataclasses.asdict(settings).items()
+                if k not in REFLECT_SETTINGS and before[k] != v]:
+        raise ConfigError(f"{source}'s phase 1 was made with other settings ({', '.join(diff)}): only reflection's "
+                          f"({', '.join('--' + k.replace('_', '-') for k in REFLECT_SETTINGS)}) may differ")
+    if work.exists() and any(work.iterdir()):
+        raise ConfigError(f"{work} is not empty: reusing {source}'s phase 1 needs a new --work")
+    source, work = source.resolve(), work.resolve()
+
+    def skipped(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder)
+        return {n for n in names if here == source and n == "tune"  # the old Tune grids
+                or n == "reflect" and (here / "manifest.json").exists()  # a run's round folders
+                or here.name == "eval" and n.startswith("reflect-")}  # and the rounds' evaluations
+
+    shutil.copytree(source, work, symlinks=True, ignore=skipped, dirs_exist_ok=True)
+    # records name their files by absolute path (a unit's best model, a mode's link to the seed's teacher output):
+    # the links first, so that no rewrite below can reach through one into `source`
+    for link in (p for p in work.rglob("*") if p.is_symlink() and str(source) in os.readlink(p)):
+        target = os.readlink(link).replace(str(source), str(work))
+        link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+    for path in [*work.rglob("*.json"), *work.rglob("*.jsonl")]:
+        if path.resolve().is_relative_to(work) and str(source) in (text := path.read_text()):
+            path.write_text(text.replace(str(source), str(work)))
+    for manifest in work.rglob("manifest.json"):
+        data = json.loads(manifest.read_text())
+        data["steps"] = {k: v for k, v in data["steps"].items() if not k.startswith("reflect/")}
+        atomic_write_json(manifest, data)
+    cache = work / "results.jsonl"
+    write_jsonl(cache, [r for r in read_jsonl(cache) if not r["stage"].startswith("reflect-")])
 
 
 def synth_config(s: Settings, seed: int) -> SynthConfig:
