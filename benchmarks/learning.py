@@ -160,6 +160,7 @@ def main() -> None:
         prepare_seed,
         recorded_settings,
         reuse_phase1,
+        settings_diff,
         student,
         synth_config,
     )
@@ -224,16 +225,14 @@ def main() -> None:
         shutil.rmtree(work)
     now = dataclasses.asdict(settings)
     if args.phase1_from and recorded_settings(work) != now:  # else a rerun of the same command: it resumes
-        try:
+        try:  # the copy holds the source's settings.json; ours is written below
             reuse_phase1(Path(args.phase1_from), work, settings)
         except ConfigError as e:
             ap.error(str(e))
-        (work / SETTINGS_FILE).write_text(json.dumps(now, indent=2) + "\n")
-    work.mkdir(parents=True, exist_ok=True)
-    if (before := recorded_settings(work)) is not None and before != now:
-        diff = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
+    elif (before := recorded_settings(work)) is not None and (diff := settings_diff(before, now)):
         ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings, "
                  "or with --fresh (deletes it) or another --work")
+    work.mkdir(parents=True, exist_ok=True)
     (work / SETTINGS_FILE).write_text(json.dumps(now, indent=2) + "\n")
     check = Check(work, settings)
     families, seeds, modes = args.families.split(","), [int(s) for s in args.seeds.split(",")], args.modes.split(",")

@@ -88,6 +88,9 @@ class TrainDir:
         return (self.best / "config.json").exists()
 
 
+ROUND_STEP = "reflect/"  # a reflect round's manifest step is "reflect/iter_<i>"
+
+
 @dataclass(frozen=True)
 class RoundDir(TrainDir):
     """One reflect round: its self-generation and pairs beside its training output."""
@@ -111,7 +114,7 @@ class RoundDir(TrainDir):
 
     @property
     def step(self) -> str:  # the round's name in the manifest
-        return f"reflect/iter_{self.number}"
+        return f"{ROUND_STEP}iter_{self.number}"
 
 
 @dataclass(frozen=True)

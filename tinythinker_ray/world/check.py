@@ -105,17 +105,32 @@ def recorded_settings(work: Path) -> dict | None:
 
 
 REFLECT_SETTINGS = ("rounds", *(f.name for f in dataclasses.fields(Settings) if f.name.startswith("reflect_")))
+ROUND = "reflect-"  # a reflect round's stage in the cache, and its evaluation's tag: "reflect-<i>"
+
+
+def round_stage(i: int) -> str:
+    return f"{ROUND}{i}"
+
+
+def is_round(stage: str) -> bool:
+    return stage.startswith(ROUND)
+
+
+def settings_diff(before: dict, now: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """"name: old -> new" for each setting that differs (one missing from `before` reads as None)."""
+    return [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if k not in ignore and before.get(k) != v]
 
 
 def reuse_phase1(source: Path, work: Path, settings: Settings) -> None:
     """A new work folder `work` holding `source`'s world, teacher output, students and phase-1 units, but none of
     its reflect rounds: reflection's settings (REFLECT_SETTINGS) can then be tried on the same phase-1 models,
     and `source` stays as it was. Refused when `settings` differ from `source`'s in anything phase 1 depends on."""
+    from ..rundir import ROUND_STEP
+
     before = recorded_settings(source)
     if before is None:
         raise ConfigError(f"{source} is not a learning-check work folder (no {SETTINGS_FILE})")
-    if diff := [f"{k}: {before[k]} -> {v}" for k, v in dataclasses.asdict(settings).items()
-                if k not in REFLECT_SETTINGS and before[k] != v]:
+    if diff := settings_diff(before, dataclasses.asdict(settings), ignore=REFLECT_SETTINGS):
         raise ConfigError(f"{source}'s phase 1 was made with other settings ({', '.join(diff)}): only reflection's "
                           f"({', '.join('--' + k.replace('_', '-') for k in REFLECT_SETTINGS)}) may differ")
     if work.exists() and any(work.iterdir()):
@@ -126,7 +141,7 @@ def reuse_phase1(source: Path, work: Path, settings: Settings) -> None:
         here = Path(folder)
         return {n for n in names if here == source and n == "tune"  # the old Tune grids
                 or n == "reflect" and (here / "manifest.json").exists()  # a run's round folders
-                or here.name == "eval" and n.startswith("reflect-")}  # and the rounds' evaluations
+                or here.name == "eval" and is_round(n)}  # and the rounds' evaluations
 
     shutil.copytree(source, work, symlinks=True, ignore=skipped, dirs_exist_ok=True)
     # records name their files by absolute path (a unit's best model, a mode's link to the seed's teacher output):
@@ -140,10 +155,10 @@ def reuse_phase1(source: Path, work: Path, settings: Settings) -> None:
             path.write_text(text.replace(str(source), str(work)))
     for manifest in work.rglob("manifest.json"):
         data = json.loads(manifest.read_text())
-        data["steps"] = {k: v for k, v in data["steps"].items() if not k.startswith("reflect/")}
+        data["steps"] = {k: v for k, v in data["steps"].items() if not k.startswith(ROUND_STEP)}
         atomic_write_json(manifest, data)
     cache = work / "results.jsonl"
-    write_jsonl(cache, [r for r in read_jsonl(cache) if not r["stage"].startswith("reflect-")])
+    write_jsonl(cache, [r for r in read_jsonl(cache) if not is_round(r["stage"])])
 
 
 def synth_config(s: Settings, seed: int) -> SynthConfig:
@@ -333,7 +348,7 @@ def run_reflect(check: Check, family: str, seed: int) -> list[dict]:
     from ..reflect.iterate import reflect
 
     s, cache = check.settings, check.cache
-    stages = [f"reflect-{i}" for i in range(1, s.rounds + 1)]
+    stages = [round_stage(i) for i in range(1, s.rounds + 1)]
     if all(cache.get(family, seed, st) for st in stages):
         return [cache.get(family, seed, st) for st in stages]
     mode = s.reflect_from
@@ -386,7 +401,7 @@ def unit_mode(check: Check, row: dict) -> tuple[str, str]:
     """A unit's phase-1 mode and the tag its evaluation is saved under: a reflect round's model is the
     `reflect_from` mode's, evaluated as its stage name; a phase-1 mode's is evaluated as "sft"."""
     stage = row["stage"]
-    return (check.settings.reflect_from, stage) if stage.startswith("reflect-") else (stage, "sft")
+    return (check.settings.reflect_from, stage) if is_round(stage) else (stage, "sft")
 
 
 def unit_run(check: Check, row: dict) -> RunDir:
@@ -455,9 +470,9 @@ def selfgen_truth(check: Check, row: dict) -> dict[str, float]:
     from . import synth
 
     tag = unit_mode(check, row)[1]
-    if not tag.startswith("reflect-"):
+    if not is_round(tag):
         return {}
-    gens = unit_run(check, row).reflect(int(tag.removeprefix("reflect-"))).generations
+    gens = unit_run(check, row).reflect(int(tag.removeprefix(ROUND))).generations
     if not gens.exists():
         return {}
     world = synth.load_world(check.data_dir(row["seed"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
 from ..rundir import RunDir
-from .check import held_out_outcomes, selfgen_truth, stages_right
+from .check import ROUND, held_out_outcomes, is_round, round_stage, selfgen_truth, stages_right
 
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
@@ -60,7 +60,7 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
     """One line per (family, stage): mean and std over seeds of every score, per-seed test accuracy in seed order."""
     lines = []
     for family in families:
-        for stage in [*MODES, *(f"reflect-{i}" for i in range(1, rounds + 1))]:
+        for stage in [*MODES, *(round_stage(i) for i in range(1, rounds + 1))]:
             got = sorted((r for r in rows if r["family"] == family and r["stage"] == stage and r["seed"] in seeds),
                          key=lambda r: r["seed"])
             if not got:
@@ -80,7 +80,7 @@ def aggregate(rows: list[dict], families: list[str], seeds: list[int], rounds: i
 
 
 def label(stage: str, reflect_from: str = FULL) -> str:
-    return SHORT.get(stage, stage.replace("reflect-", f"{SHORT[reflect_from]} + reflect round "))
+    return SHORT.get(stage, stage.replace(ROUND, f"{SHORT[reflect_from]} + reflect round "))
 
 
 def _cell(line: dict, key: str, bold: bool = False) -> str:
@@ -117,7 +117,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
         out += ["", "Preference pairs (recall / analyze, seed): " + "; ".join(
-            f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: "
+            f"{ln['family']} round {ln['stage'].removeprefix(ROUND)}: "
             + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
             + "."]
     truths = [ln for ln in lines if ln.get("selfgen")]
@@ -128,7 +128,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
 
         out += ["", "Each round's self-generation (by the model it started from): share of stages true to the world "
                     "in chains that reached the label / that did not (seed): " + "; ".join(
-            f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: " + ", ".join(
+            f"{ln['family']} round {ln['stage'].removeprefix(ROUND)}: " + ", ".join(
                 f"{shares(t)} ({seed})" for seed, t in ln["selfgen"].items())
             for ln in truths) + "."]
     changed = [ln for ln in lines if ln["vs_phase1"]]
@@ -140,7 +140,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
 
         out += ["", f"Each reflect round against the {SHORT[base]} model the rounds started from, on the same test "
                     "questions (fixed / broken, two-sided exact McNemar p; seed): " + "; ".join(
-            f"{ln['family']} round {ln['stage'].removeprefix('reflect-')}: {pairs(ln)}" for ln in changed) + "."]
+            f"{ln['family']} round {ln['stage'].removeprefix(ROUND)}: {pairs(ln)}" for ln in changed) + "."]
     t = meta["teacher"]
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
@@ -161,7 +161,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"facts of kind '{a.get('key', 'fact')}'; "
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
             (f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from an "
-             "earlier invocation; " if meta["seconds"] is not None else
+             "earlier invocation or copied with --phase1-from; " if meta["seconds"] is not None else
              f"Runtime: this report was rewritten with --report from the work folder's cache ({meta['cached']} "
              f"units, run on {meta['machine']}; ")
             + f"all units together took {meta['unit_seconds'] / 60:.1f} min, "
@@ -220,7 +220,7 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
     settings = dataclasses.asdict(check.settings)
     rows = [r | stages_right(check, r) if r["family"] in families and "test" in r else r for r in rows]
     rows = [r | {"vs_phase1": reflect_change(check, r), "selfgen": selfgen_truth(check, r)}
-            if r["stage"].startswith("reflect-") else r for r in rows]
+            if is_round(r["stage"]) else r for r in rows]
     lines = aggregate(rows, families, seeds, check.settings.rounds)
     teacher = [r for r in rows if r["family"] == "teacher" and r["seed"] in seeds]
     oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
