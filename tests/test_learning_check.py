@@ -33,7 +33,14 @@ from tinythinker_ray.world.check import (
     selfgen_truth,
     stages_right,
 )
-from tinythinker_ray.world.check_report import aggregate, markdown, paired_change, reflect_change, sign_test
+from tinythinker_ray.world.check_report import (
+    aggregate,
+    kept_by_valid,
+    markdown,
+    paired_change,
+    reflect_change,
+    sign_test,
+)
 from tinythinker_ray.world.rules import RulesSampler
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
@@ -202,6 +209,22 @@ def test_the_paired_line_adds_all_seeds_together_where_no_single_seed_has_change
             "+9 / -2 (p 0.07; all seeds).") in text  # sign_test(9, 2) = 0.065; no seed alone is below 0.38
     one = markdown(aggregate(rows[:1], ["llama"], [0], rounds=3), report_meta())
     assert "llama round 3: +3 / -1 (p 0.62; 0)." in one and "; all seeds)" not in one
+
+
+def test_the_model_kept_is_the_one_validation_prefers_phase1_and_earlier_rounds_winning_ties():
+    def unit(seed, stage, valid, test, **more):
+        return {"family": "llama", "seed": seed, "stage": stage, "valid": valid, "test": test, "steps": 9, **more}
+
+    gain = {"fixed": 9, "broken": 2, "p": sign_test(9, 2)}
+    rows = [unit(0, FULL, 0.6, 0.70), unit(0, "reflect-1", 0.6, 0.75), unit(0, "reflect-2", 0.5, 0.60),
+            unit(1, "reflect-10", 0.55, 0.40), unit(1, FULL, 0.4, 0.45), unit(1, "reflect-2", 0.55, 0.51, vs_phase1=gain),
+            unit(2, FULL, 0.5, 0.5)]  # seed 2 has no rounds: nothing to choose
+    kept = kept_by_valid(rows, ["llama"], [0, 1, 2], FULL)
+    assert [(k["seed"], k["stage"]) for k in kept] == [(0, FULL), (1, "reflect-2")]  # round 2 before round 10
+    text = markdown(aggregate(rows, ["llama"], [0, 1, 2], rounds=2), report_meta(seeds=[0, 1, 2], kept=kept))
+    assert ("ties keep the earlier; seed): llama: phase 1 (valid 0.600): test 0.700 (0), "
+            "round 2 (valid 0.550): test 0.450 -> 0.510, +9 / -2 (p 0.07) (1).") in text
+    assert "Kept by validation" not in markdown(aggregate(rows, ["llama"], [0], rounds=2), report_meta())
 
 
 def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_questions(tmp_path):

@@ -116,6 +116,10 @@ def is_round(stage: str) -> bool:
     return stage.startswith(ROUND)
 
 
+def round_number(stage: str) -> int:
+    return int(stage.removeprefix(ROUND))
+
+
 def settings_diff(before: dict, now: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     """"name: old -> new" for each setting that differs (one missing from `before` reads as None)."""
     return [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if k not in ignore and before.get(k) != v]
@@ -472,7 +476,7 @@ def selfgen_truth(check: Check, row: dict) -> dict[str, float]:
     tag = unit_mode(check, row)[1]
     if not is_round(tag):
         return {}
-    gens = unit_run(check, row).reflect(int(tag.removeprefix(ROUND))).generations
+    gens = unit_run(check, row).reflect(round_number(tag)).generations
     if not gens.exists():
         return {}
     world = synth.load_world(check.data_dir(row["seed"]))

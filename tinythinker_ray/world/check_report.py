@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
 from ..rundir import RunDir
-from .check import ROUND, held_out_outcomes, is_round, round_stage, selfgen_truth, stages_right
+from .check import ROUND, held_out_outcomes, is_round, round_number, round_stage, selfgen_truth, stages_right
 
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
@@ -50,6 +50,25 @@ def pooled(changes) -> dict:
     disjoint). With a phase 1 near the ceiling one seed's test has too few changed questions for any p to be small;
     together they can say whether the rounds gain at all."""
     return change(*(sum(c[k] for c in changes) for k in ("fixed", "broken")))
+
+
+def kept_by_valid(rows: list[dict], families: list[str], seeds: list[int], reflect_from: str) -> list[dict]:
+    """Per (family, seed) with reflect rounds: of the phase-1 model and its rounds, the one with the best validation
+    accuracy (ties keep the earlier, fewer rounds): what a user who never sees the test split would ship. Its
+    test accuracy, and its paired change against phase 1 when it is a round, say what reflection gave in the end."""
+    kept = []
+    for family in families:
+        for seed in seeds:
+            mine = {r["stage"]: r for r in rows if r["family"] == family and r["seed"] == seed}
+            candidates = [mine[s] for s in (reflect_from, *sorted(filter(is_round, mine), key=round_number))
+                          if s in mine and mine[s].get("valid") is not None]
+            if len(candidates) < 2 or reflect_from not in mine:
+                continue
+            best = max(candidates, key=lambda r: r["valid"])  # max keeps the first of equals
+            kept.append({"family": family, "seed": seed, "stage": best["stage"], "valid": best["valid"],
+                         "test": best["test"], "phase1_test": mine[reflect_from]["test"],
+                         "vs_phase1": best.get("vs_phase1")})
+    return kept
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -117,7 +136,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
         out += ["", "Preference pairs (recall / analyze, seed): " + "; ".join(
-            f"{ln['family']} round {ln['stage'].removeprefix(ROUND)}: "
+            f"{ln['family']} round {round_number(ln['stage'])}: "
             + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
             + "."]
     truths = [ln for ln in lines if ln.get("selfgen")]
@@ -128,7 +147,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
 
         out += ["", "Each round's self-generation (by the model it started from): share of stages true to the world "
                     "in chains that reached the label / that did not (seed): " + "; ".join(
-            f"{ln['family']} round {ln['stage'].removeprefix(ROUND)}: " + ", ".join(
+            f"{ln['family']} round {round_number(ln['stage'])}: " + ", ".join(
                 f"{shares(t)} ({seed})" for seed, t in ln["selfgen"].items())
             for ln in truths) + "."]
     changed = [ln for ln in lines if ln["vs_phase1"]]
@@ -140,7 +159,20 @@ def markdown(lines: list[dict], meta: dict) -> str:
 
         out += ["", f"Each reflect round against the {SHORT[base]} model the rounds started from, on the same test "
                     "questions (fixed / broken, two-sided exact McNemar p; seed): " + "; ".join(
-            f"{ln['family']} round {ln['stage'].removeprefix(ROUND)}: {pairs(ln)}" for ln in changed) + "."]
+            f"{ln['family']} round {round_number(ln['stage'])}: {pairs(ln)}" for ln in changed) + "."]
+    if meta.get("kept"):
+        def kept(k: dict) -> str:
+            if not is_round(k["stage"]):
+                return f"phase 1 (valid {k['valid']:.3f}): test {k['test']:.3f} ({k['seed']})"
+            c = k["vs_phase1"]
+            paired = f", +{c['fixed']} / -{c['broken']} (p {c['p']:.2f})" if c else ""
+            return (f"round {round_number(k['stage'])} (valid {k['valid']:.3f}): test {k['phase1_test']:.3f} -> "
+                    f"{k['test']:.3f}{paired} ({k['seed']})")
+
+        out += ["", f"Kept by validation accuracy (of the {SHORT[base]} model and its rounds, the one a user who never "
+                    "sees the test split would ship; ties keep the earlier; seed): " + "; ".join(
+            f"{family}: " + ", ".join(kept(k) for k in meta["kept"] if k["family"] == family)
+            for family in dict.fromkeys(k["family"] for k in meta["kept"])) + "."]
     t = meta["teacher"]
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
@@ -226,6 +258,7 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
     oracles = [r["test"] for r in rows if r["family"] == "oracle" and r["seed"] in seeds]
     mine = [r for r in rows if r["seed"] in seeds and r["family"] in (*families, "teacher")]
     meta = {"settings": settings, "seeds": seeds, "seconds": seconds, "cached": cached,
+            "kept": kept_by_valid(rows, families, seeds, check.settings.reflect_from),
             "oracle": statistics.fmean(oracles) if oracles else float("nan"),
             "majority": statistics.fmean(majority_share(check.teach_run(s)) for s in seeds),
             "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")},
