@@ -223,7 +223,7 @@ def test_the_model_kept_is_the_one_validation_prefers_phase1_and_earlier_rounds_
     assert [(k["seed"], k["stage"]) for k in kept] == [(0, FULL), (1, "reflect-2")]  # round 2 before round 10
     text = markdown(aggregate(rows, ["llama"], [0, 1, 2], rounds=2), report_meta(seeds=[0, 1, 2], kept=kept))
     assert ("ties keep the earlier; seed): llama: phase 1 (valid 0.600): test 0.700 (0), "
-            "round 2 (valid 0.550): test 0.450 -> 0.510, +9 / -2 (p 0.07) (1).") in text
+            "round 2 (valid 0.550): test 0.450 -> 0.510, +9 / -2 (p 0.07) (1), +9 / -2 (p 0.07; all seeds).") in text
     assert "Kept by validation" not in markdown(aggregate(rows, ["llama"], [0], rounds=2), report_meta())
 
 
@@ -318,6 +318,7 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     md = (out / "learning.md").read_text()
     assert "| t5 | S | 10 |" in md and "chance **33.3%**" in md and "gold recall" in md and "analyses right" in md
     assert "Each round's self-generation (by the model it started from)" in md  # read from the round's files
+    assert "Kept by validation accuracy" in md and "t5: " in md.split("Kept by validation accuracy", 1)[1]
     assert (out / "learning.png").stat().st_size > 1000
     # a rerun finds every unit in the cache and trains nothing
     units = (tmp_path / "work" / "results.jsonl").read_text()

@@ -169,10 +169,16 @@ def markdown(lines: list[dict], meta: dict) -> str:
             return (f"round {round_number(k['stage'])} (valid {k['valid']:.3f}): test {k['phase1_test']:.3f} -> "
                     f"{k['test']:.3f}{paired} ({k['seed']})")
 
+        def family_kept(family: str) -> str:  # per seed, then the seeds' changes together (a kept phase 1: none)
+            mine = [k for k in meta["kept"] if k["family"] == family]
+            changes = [k["vs_phase1"] for k in mine if is_round(k["stage"]) and k["vs_phase1"]]
+            together = pooled(changes) if len(mine) > 1 and changes else None
+            return f"{family}: " + ", ".join(map(kept, mine)) + (
+                f", +{together['fixed']} / -{together['broken']} (p {together['p']:.2f}; all seeds)" if together else "")
+
         out += ["", f"Kept by validation accuracy (of the {SHORT[base]} model and its rounds, the one a user who never "
                     "sees the test split would ship; ties keep the earlier; seed): " + "; ".join(
-            f"{family}: " + ", ".join(kept(k) for k in meta["kept"] if k["family"] == family)
-            for family in dict.fromkeys(k["family"] for k in meta["kept"])) + "."]
+            map(family_kept, dict.fromkeys(k["family"] for k in meta["kept"]))) + "."]
     t = meta["teacher"]
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
