@@ -224,7 +224,8 @@ def test_the_model_kept_is_the_one_validation_prefers_phase1_and_earlier_rounds_
     text = markdown(aggregate(rows, ["llama"], [0, 1, 2], rounds=2), report_meta(seeds=[0, 1, 2], kept=kept))
     assert ("ties keep the earlier; seed): llama: phase 1 (valid 0.600): test 0.700 (0), "
             "round 2 (valid 0.550): test 0.450 -> 0.510, +9 / -2 (p 0.07) (1), +9 / -2 (p 0.07; all seeds).") in text
-    assert "Kept by validation" not in markdown(aggregate(rows, ["llama"], [0], rounds=2), report_meta())
+    assert kept_by_valid(rows, ["llama"], [2], FULL) == []  # no rounds, no line
+    assert "Kept by validation" not in markdown(aggregate(rows, ["llama"], [2], rounds=2), report_meta(kept=[]))
 
 
 def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_questions(tmp_path):
