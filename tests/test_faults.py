@@ -126,6 +126,7 @@ def test_driver_killed_in_every_step_reruns_to_the_end_asking_nothing_twice(tiny
     cmd = [sys.executable, "-m", "tinythinker_ray.cli", "run", "--config", str(config)]
     saved_before: list[set[str]] = []
     sft_seen = 0  # the last phase-1 step logged before the kill inside sft
+    started = time.time()
     try:
         for i, (where, ready) in enumerate(KILLS):
             server.phase = f"run{i}"
@@ -178,7 +179,9 @@ def test_driver_killed_in_every_step_reruns_to_the_end_asking_nothing_twice(tiny
     finally:
         server.close()
     # the key: in no file the run wrote, nor in Ray's logs of any of its sessions, nor in what it printed
-    sessions = [s for pid in drivers for s in Path(tempfile.gettempdir(), "ray").glob(f"session_*_{pid}")]
+    # pids are reused: a session folder left by an earlier run on this machine can end in one of our drivers' pids
+    sessions = [s for pid in drivers for s in Path(tempfile.gettempdir(), "ray").glob(f"session_*_{pid}")
+                if s.stat().st_ctime >= started - 1]
     leaks = [str(p) for p, data in _walk_bytes(run, *sessions) if KEY.encode() in data]
     ray_logs = sum(1 for s in sessions for _ in s.rglob("*.log"))
     assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
