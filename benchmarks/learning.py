@@ -229,9 +229,10 @@ def main() -> None:
             reuse_phase1(Path(args.phase1_from), work, settings)
         except ConfigError as e:
             ap.error(str(e))
-    elif (before := recorded_settings(work)) is not None and (diff := settings_diff(before, now)):
-        ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings, "
-                 "or with --fresh (deletes it) or another --work")
+    elif (before := recorded_settings(work)) is not None and (diff := settings_diff(
+            before, now, ignore=("rounds",) if now["rounds"] > before.get("rounds", 0) else ())):
+        ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings "
+                 "(a larger --rounds continues the rounds there), or with --fresh (deletes it) or another --work")
     work.mkdir(parents=True, exist_ok=True)
     (work / SETTINGS_FILE).write_text(json.dumps(now, indent=2) + "\n")
     check = Check(work, settings)

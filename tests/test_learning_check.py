@@ -343,6 +343,17 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
         else:
             assert json.dumps(r) == json.dumps(rows[Cache.key(r)]).replace(str(tmp_path / "work"), str(beta))
     assert json.loads((beta / SETTINGS_FILE).read_text())["reflect_beta"] == 2.0
+    # a larger --rounds on the same work folder continues its rounds: the units there kept, round 2 added
+    before = list(read_jsonl(beta / "results.jsonl"))
+    more = subprocess.run([*cmd, "--work", str(beta), "--out", str(tmp_path / "beta-out"), "--reflect-beta", "2",
+                           "--rounds", "2"], capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    after = list(read_jsonl(beta / "results.jsonl"))
+    assert after[: len(before)] == before
+    assert sorted((r["seed"], r["stage"]) for r in after[len(before):]) == [(0, "reflect-2"), (1, "reflect-2")]
+    fewer = subprocess.run([*cmd, "--work", str(beta), "--reflect-beta", "2"], capture_output=True, text=True,
+                           timeout=120)  # back to 1 round: refused, as the report would mix both
+    assert fewer.returncode == 2 and "rounds: 2 -> 1" in fewer.stderr
 
 
 def test_the_progress_line_of_a_round_that_stopped_says_so():
