@@ -223,14 +223,16 @@ def main() -> None:
     work = Path(args.work).resolve()
     if args.fresh and work.exists():
         shutil.rmtree(work)
-    now = dataclasses.asdict(settings)
-    if args.phase1_from and recorded_settings(work) != now:  # else a rerun of the same command: it resumes
+    now, before = dataclasses.asdict(settings), recorded_settings(work)
+    # a round never depends on how many follow it, so more --rounds continue the folder's; fewer would mix the report
+    more_rounds = ("rounds",) if before is not None and now["rounds"] > before.get("rounds", 0) else ()
+    diff = settings_diff(before, now, ignore=more_rounds) if before is not None else []
+    if args.phase1_from and (before is None or diff):  # else a rerun of the same command: it resumes
         try:  # the copy holds the source's settings.json; ours is written below
             reuse_phase1(Path(args.phase1_from), work, settings)
         except ConfigError as e:
             ap.error(str(e))
-    elif (before := recorded_settings(work)) is not None and (diff := settings_diff(
-            before, now, ignore=("rounds",) if now["rounds"] > before.get("rounds", 0) else ())):
+    elif diff:
         ap.error(f"{work} holds units made with other settings ({', '.join(diff)}): rerun with those settings "
                  "(a larger --rounds continues the rounds there), or with --fresh (deletes it) or another --work")
     work.mkdir(parents=True, exist_ok=True)

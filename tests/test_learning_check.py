@@ -343,10 +343,11 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
         else:
             assert json.dumps(r) == json.dumps(rows[Cache.key(r)]).replace(str(tmp_path / "work"), str(beta))
     assert json.loads((beta / SETTINGS_FILE).read_text())["reflect_beta"] == 2.0
-    # a larger --rounds on the same work folder continues its rounds: the units there kept, round 2 added
+    # the same command with a larger --rounds continues the rounds there: the units kept, round 2 added
     before = list(read_jsonl(beta / "results.jsonl"))
-    more = subprocess.run([*cmd, "--work", str(beta), "--out", str(tmp_path / "beta-out"), "--reflect-beta", "2",
-                           "--rounds", "2"], capture_output=True, text=True, timeout=600)
+    more = subprocess.run([*cmd, "--work", str(beta), "--out", str(tmp_path / "beta-out"), "--phase1-from",
+                           str(tmp_path / "work"), "--reflect-beta", "2", "--rounds", "2"],
+                          capture_output=True, text=True, timeout=600)
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
     after = list(read_jsonl(beta / "results.jsonl"))
     assert after[: len(before)] == before
