@@ -148,7 +148,7 @@ def calibrate(check, seed: int, out: Path, questions: int | None = None) -> None
 
 
 def main() -> None:
-    from tinythinker_ray.config import ReflectConfig, TeacherConfig
+    from tinythinker_ray.config import ReflectConfig, SynthConfig, TeacherConfig
     from tinythinker_ray.core.modes import MODES
     from tinythinker_ray.errors import ConfigError
     from tinythinker_ray.world.check import (
@@ -156,16 +156,16 @@ def main() -> None:
         SETTINGS_FILE,
         Check,
         Settings,
+        check_world,
         oracle,
         prepare_seed,
         recorded_settings,
         reuse_phase1,
         settings_diff,
         student,
-        synth_config,
     )
     from tinythinker_ray.world.check_report import write_report
-    from tinythinker_ray.world.synth import TEMPLATES, build
+    from tinythinker_ray.world.synth import TEMPLATES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="llama,t5")
@@ -198,6 +198,9 @@ def main() -> None:
     settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "student"})
     if settings.key not in TEMPLATES:
         ap.error(f"--key {settings.key}: the world's general facts are one of {sorted(TEMPLATES)}")
+    refers = typing.get_args(SynthConfig.model_fields["refer"].annotation)
+    if settings.refer not in refers:
+        ap.error(f"--refer {settings.refer}: rationales refer to an entity as one of {list(refers)}")
     scopes = typing.get_args(TeacherConfig.model_fields["error_scope"].annotation)
     if settings.error_scope not in scopes:
         ap.error(f"--error-scope {settings.error_scope}: the teacher errs per {' or per '.join(map(repr, scopes))}")
@@ -211,9 +214,11 @@ def main() -> None:
         ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "
                  f"({', '.join(m for m in MODES if MODES[m].recall)})")
 
-    try:  # a world these settings cannot make is one line, before the work folder is touched (a build takes ms)
+    if settings.pretrain and "t5" in args.families.split(","):
+        ap.error(f"--pretrain {settings.pretrain}: only causal students are pretrained here (--families llama)")
+    try:  # a world these settings cannot make is one line, before the work folder is touched
         for seed in map(int, args.seeds.split(",")):
-            build(synth_config(settings, seed))
+            check_world(settings, seed)
     except ConfigError as e:
         ap.error(str(e))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tinythinker_ray.config import SamplerConfig, SynthConfig
+from tinythinker_ray.core import format as fmt
 from tinythinker_ray.core.modes import FULL, MODES
 from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.errors import ConfigError
@@ -28,10 +29,13 @@ from tinythinker_ray.world.check import (
     GoldStages,
     Settings,
     held_out_outcomes,
+    pretrain_texts,
     recorded_settings,
     reuse_phase1,
     selfgen_truth,
     stages_right,
+    student,
+    synth_config,
 )
 from tinythinker_ray.world.check_report import (
     aggregate,
@@ -262,12 +266,52 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
                                         (["--error-scope", "always"], "per 'sample' or per 'question'"),
                                         (["--reflect-over", "some"], "on 'taught' or 'all' training"),
                                         (["--taught", "601"], "covers 1..600 (--train)"),
-                                        (["--options", "5"], "5 options need as many categories")])
+                                        (["--options", "5"], "5 options need as many categories"),
+                                        (["--unseen", "1"], "--taught must be at most"),
+                                        (["--unseen", "1", "--taught", "500"], "--taught must be at most"),
+                                        (["--pretrain", "5"], "only causal students are pretrained"),
+                                        (["--refer", "she"], "--refer she")])
 def test_bad_world_or_reflection_flags_are_one_line_before_the_work_folder_is_touched(tmp_path, flag, said):
     done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *flag],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and said in done.stderr.strip().splitlines()[-1], done.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_the_unseen_entities_test_accuracy_reads_the_questions_that_name_them(tmp_path):
+    check = Check(tmp_path, Settings())
+    synth.write(SynthConfig(train=40, valid=2, test=20, options=3, unseen=1), check.data_dir(0))
+    world = synth.load_world(check.data_dir(0))
+    test = load_benchmark("custom", str(check.data_dir(0))).test
+    results = RunDir(check.seed_dir(0) / "llama" / FULL).eval("reflect-1").results
+    results.parent.mkdir(parents=True)
+    # right on every question that names no unseen entity, and on every other one of those that do
+    named = [q.id for q in test if synth.mentions(q, world.unseen)]
+    assert 0 < len(named) < len(test)
+    write_jsonl(results, [{"id": q.id, "correct": q.id not in named or named.index(q.id) % 2 == 0,
+                           "chains": [{"recall": "", "analyses": [["A", ""]]}]} for q in test])
+    right = stages_right(check, {"family": "llama", "seed": 0, "stage": "reflect-1"})
+    assert right["test_unseen"] == sum(i % 2 == 0 for i in range(len(named))) / len(named)
+
+
+def test_a_pretrained_student_has_written_every_name_but_was_told_no_fact(tmp_path):
+    """--pretrain: a few causal-LM steps on stems beside other questions' options; the model is saved in place of
+    the from-scratch one and learned (its weights moved), from text in which no stem sits beside its own options."""
+    import torch
+
+    from tinythinker_ray.models import load_student
+
+    check = Check(tmp_path, Settings(train=40, valid=4, test=6, pretrain=3))
+    synth.write(synth_config(check.settings, 0), check.data_dir(0))
+    train = load_benchmark("custom", str(check.data_dir(0))).train
+    texts = pretrain_texts(train, 0)
+    assert len(texts) == 40 and not {f"{q.stem}\n{fmt.options_line(q.options)}" for q in train} & set(texts)
+    assert sorted(t.split("\n")[0] for t in texts) == sorted(q.stem for q in train)
+    pretrained, _ = load_student(student(check, "llama", 0))
+    scratch, _ = load_student(str(tmp_path / "models" / "llama-0-raw"))
+    assert not torch.equal(pretrained.get_input_embeddings().weight, scratch.get_input_embeddings().weight)
+    with pytest.raises(ConfigError, match="causal students"):
+        student(check, "t5", 0)
 
 
 def test_a_partial_teacher_leaves_the_untaught_questions_to_reflection_over_all(tmp_path, ray_local):

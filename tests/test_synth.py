@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -101,12 +102,51 @@ def test_data_synth_command(tmp_path, capsys):
     assert "synth.options" in capsys.readouterr().err
 
 
+def test_unseen_entities_are_named_only_after_every_training_question_that_names_none():
+    """synth.unseen 1: one entity per category that a teacher budget within the first questions never sees; they
+    are still asked in training (by label), and held-out questions still ask about them."""
+    world, qs = synth.build(SynthConfig(options=3, train=300, test=200, unseen=1))
+    assert len(world.unseen) == 4 and {world.entities[e] for e in world.unseen} == set(world.categories)
+    train = qs["train"]
+    clean = synth.clean_prefix(world, train)
+    assert 0 < clean < len(train)
+    assert not any(synth.mentions(q, world.unseen) for q in train[:clean])
+    assert all(synth.mentions(q, world.unseen) for q in train[clean:])
+    assert {e for q in train[clean:] for e in _mentioned(world, q)[0]} >= set(world.unseen)
+    assert any(synth.mentions(q, world.unseen) for q in qs["test"])
+    # the same questions as without unseen entities, only reordered; and that world is unchanged by the option
+    plain_world, plain = synth.build(SynthConfig(options=3, train=300, test=200))
+    assert sorted(q.id for q in train) == sorted(q.id for q in plain["train"]) and qs["test"] == plain["test"]
+    assert plain_world.unseen == [] and synth.clean_prefix(plain_world, plain["train"]) == 300
+    assert synth.World.from_dict(world.to_dict()).unseen == world.unseen  # world.json keeps them
+
+
+@pytest.mark.parametrize("key", ["fact", "link"])
+def test_rationales_that_refer_to_it_never_write_a_name_and_still_hold_only_for_the_label(key):
+    """synth.refer it: "a vell is a kind of zorb" becomes "it is a kind of zorb" (capitalized where the name phrase
+    was), so a student never has to write a name, only to read it from the question."""
+    named, it = (synth.build(SynthConfig(options=3, key=key, refer=r)) for r in ("name", "it"))
+    world = it[0]
+    for q in it[1]["train"][:60]:
+        for style in range(synth.STYLES):
+            ex, plain = synth.explain(world, q, style=style), synth.explain(named[0], q, style=style)
+            assert ex.answer == q.answer == plain.answer
+            reasons = zip(ex.reasons, plain.reasons, strict=True)
+            pairs = [(ex.knowledge, plain.knowledge), *((r, p) for (_, r), (_, p) in reasons)]
+            for text, by_name in pairs:
+                assert not set(re.findall(r"\w+", text)) & set(world.entities), text
+                names = set(re.findall(r"\w+", by_name)) & set(world.entities)
+                assert text == by_name if not names else re.search(r"\b[iI]t\b", text), (text, by_name)
+    assert synth.World.from_dict(world.to_dict()).refer == "it"
+
+
 @pytest.mark.parametrize("kw, key", [
     (dict(options=5), "synth.options"),
     (dict(entities=6), "synth.entities"),
     (dict(properties=7), "synth.properties"),
     (dict(train=3), "synth.train"),
     (dict(holdout=0.01), "synth.holdout"),
+    (dict(unseen=6), "synth.unseen"),
 ])
 def test_bad_sizes_name_their_config_key(kw, key):
     with pytest.raises(ConfigError, match=key):

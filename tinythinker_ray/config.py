@@ -300,6 +300,12 @@ class SynthConfig(_Section):
     valid: int = Field(50, ge=1, description="validation questions")
     test: int = Field(200, ge=1, description="test questions")
     fewshot: int = Field(8, ge=1, description="teacher exemplars written to fewshot_rationales.json")
+    unseen: int = Field(0, ge=0, description="entities per category that come only in the last training questions: "
+                                             "a teacher budget (teacher.max_questions) that stops before them never "
+                                             "writes a rationale about them, so only labels teach their facts")
+    refer: Literal["name", "it"] = Field(
+        "name", description="how a rationale refers to the entity it reasons about: by its name, or as 'it' (the "
+                            "student then never writes an entity's name, only reads it)")
     key: Literal["fact", "link"] = Field(
         "fact", description="the general fact (Key Information): 'fact' = one world fact, each option's reason adds "
                             "that option's own; 'link' = the fact and the option it makes true, each reason only "

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import statistics
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Config, SamplerConfig, SynthConfig, build_config, with_overrides
+from ..core import format as fmt
 from ..core.modes import FULL, MODES, Mode, get_mode
 from ..core.records import Question
 from ..errors import ConfigError
@@ -51,6 +53,9 @@ class Settings:
     options: int = 3
     holdout: float = 0.33
     key: str = "fact"  # synth.key: "link" puts the combining in the recall (the analyses only compare with it)
+    unseen: int = 0  # synth.unseen: entities per category no rationale mentions (needs `taught` within the others)
+    refer: str = "name"  # synth.refer: "it" = rationales never write an entity's name
+    pretrain: int = 0  # causal-LM steps on the training questions' text (no answers) before phase 1 (`pretrain`)
     train: int = 600
     # picks each run's and each round's best checkpoint, and the model the report keeps: on 30 questions that choice
     # kept a round 0.06 below phase 1 on test; on 150 every seed's kept model was at or above it (results/learning.md)
@@ -169,7 +174,20 @@ def reuse_phase1(source: Path, work: Path, settings: Settings) -> None:
 
 def synth_config(s: Settings, seed: int) -> SynthConfig:
     return SynthConfig(seed=seed, categories=s.categories, entities=s.entities, properties=s.properties,
-                       options=s.options, holdout=s.holdout, train=s.train, valid=s.valid, test=s.test, key=s.key)
+                       options=s.options, holdout=s.holdout, train=s.train, valid=s.valid, test=s.test, key=s.key,
+                       unseen=s.unseen, refer=s.refer)
+
+
+def check_world(s: Settings, seed: int) -> None:
+    """ConfigError, naming the flag, if the settings cannot make the seed's world (a build takes milliseconds), or
+    if the teacher would write about the unseen entities (--taught past the questions that name none)."""
+    from . import synth
+
+    world, questions = synth.build(synth_config(s, seed))
+    clean = synth.clean_prefix(world, questions["train"])
+    if s.unseen and not (s.taught and s.taught <= clean):
+        raise ConfigError(f"--unseen {s.unseen}: seed {seed}'s first {clean} training questions name no unseen "
+                          f"entity; --taught must be at most that (it is {s.taught}), or the teacher writes about them")
 
 
 def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str = "tiny-llama", family: str = "llama",
@@ -288,10 +306,55 @@ def student(check: Check, family: str, seed: int) -> str:
     if (out / "config.json").exists():
         return str(out)
     world = synth.load_world(check.data_dir(seed))
+    train = load_benchmark("custom", str(check.data_dir(seed))).train
     text = [" ".join([q.stem, *(t for _, t in q.options), ex.knowledge, *(r for _, r in ex.reasons)])
-            for q in load_benchmark("custom", str(check.data_dir(seed))).train
-            for ex in (synth.explain(world, q, style=s) for s in range(synth.STYLES))]
-    return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS[family])
+            for q in train for ex in (synth.explain(world, q, style=s) for s in range(synth.STYLES))]
+    if not check.settings.pretrain:
+        return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS[family])
+    raw = build_tiny(family, out.with_name(out.name + "-raw"), seed=seed, text=text, letters_apart=True,
+                     layers=STUDENT_LAYERS[family])
+    return pretrain(raw, pretrain_texts(train, seed), check.settings.pretrain, seed, out)
+
+
+def pretrain_texts(questions: list[Question], seed: int) -> list[str]:
+    """Each stem with another question's options: every name, in the places the chain names it, but never beside
+    the options its own question lists (they always hold its answer, so that would teach facts)."""
+    order = random.Random(seed).sample(questions, len(questions))
+    return [f"{q.stem}\n{fmt.options_line(order[(i + 1) % len(order)].options)}" for i, q in enumerate(order)]
+
+
+def pretrain(model_dir: str, texts: list[str], steps: int, seed: int, out: Path) -> str:
+    """`steps` of plain causal-LM training (batch 32, lr 3e-3) on `texts` -- text that names the world's entities
+    and properties but states no fact of it -- saved to `out`. A pretrained student has seen
+    every name in some text; one built from scratch has never written an entity no rationale mentions (an
+    untrained embedding), so it cannot even sample a recall about it, let alone a right one (results/learning.md,
+    --unseen). Causal students only: a T5's pretraining objective is another story."""
+    import torch
+
+    from ..models import load_student
+    from ..storage import atomic_dir
+
+    model, tok = load_student(model_dir)
+    if model.config.is_encoder_decoder:
+        raise ConfigError("learning check: --pretrain is for causal students (--families llama)")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        batch = [texts[i] for i in torch.randint(len(texts), (32,), generator=gen).tolist()]
+        enc = tok([t + tok.eos_token for t in batch], return_tensors="pt", padding=True)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if step % 100 == 0 or step == steps - 1:
+            log.info("pretrain %s: step %d loss %.3f", out.name, step, loss.item())
+    model.eval()
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return str(out)
 
 
 def planned_steps(check: Check, run_dir: Path, mode: str) -> int:
@@ -436,7 +499,9 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
     """From a unit's saved test evaluation, how often the student's own stages are right on held-out questions:
     `test_recall_right`, the share of questions whose greedy recall is a true general fact of the world, and
     `test_analyses_right`, the share of (question, option) analyses that are the world's reason for that option
-    (any wording for either). Only the stages the unit's mode has; {} when the evaluation is not on disk."""
+    (any wording for either). Only the stages the unit's mode has. With unseen entities (synth.unseen),
+    `test_unseen`: the accuracy on the test questions that name one, whose facts only labels taught.
+    {} when the evaluation is not on disk."""
     from . import synth
 
     mode = MODES.get(unit_mode(check, row)[0])
@@ -451,6 +516,8 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
     if "analyze" in mode.stages:
         out["test_analyses_right"] = statistics.fmean(text in reasons.get(label, ()) for (_, reasons), chain in truth
                                                       for label, text in chain["analyses"])
+    if unseen := [r["correct"] for q, r in results if synth.mentions(q, world.unseen)]:
+        out["test_unseen"] = statistics.fmean(unseen)
     return out
 
 
@@ -511,8 +578,6 @@ class GoldStages(Sampler):
         self.student, self.oracle, self.gold = student, oracle, gold
 
     def generate(self, prompts, params: GenParams, regexes=None) -> list[list[Completion]]:
-        from ..core import format as fmt
-
         route = [fmt.parse_stage_input(p)["stage"] in self.gold for p in prompts]
         ours = iter(self.student.generate([p for p, g in zip(prompts, route, strict=True) if not g], params))
         gold = iter(self.oracle.generate([p for p, g in zip(prompts, route, strict=True) if g], params))

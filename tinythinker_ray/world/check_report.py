@@ -19,7 +19,8 @@ from .check import ROUND, held_out_outcomes, is_round, round_number, round_stage
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
 DIAGNOSTICS = (
-    "test_recall_right", "test_analyses_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls")
+    "test_recall_right", "test_analyses_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls",
+    "test_unseen")
 
 
 def sign_test(fixed: int, broken: int) -> float:
@@ -123,16 +124,20 @@ def markdown(lines: list[dict], meta: dict) -> str:
            "share of test questions whose greedy recall is a true general fact of the world; analyses right = "
            "the share of their per-option analyses that are the world's reason for that option; right recalls = "
            f"the share of {a['reflect_samples']} recalls sampled at temperature {a['reflect_temperature']:g} per "
-           "training question whose chain reaches the label (what self-generation starts from).", "",
+           "training question whose chain reaches the label (what self-generation starts from)."
+           + (" Unseen = the accuracy on the test questions that name an entity no rationale mentions "
+              f"({a['unseen']} per category: only the labels of the last training questions teach their facts)."
+              if a.get("unseen") else ""), "",
            "| student | stage | steps | test (mean ± std) | per seed | train | recall right | analyses right "
-           "| gold recall | gold recall + analyses | right recalls |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| gold recall | gold recall + analyses | right recalls |" + (" unseen |" if a.get("unseen") else ""),
+           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if a.get("unseen") else "")]
     for ln in lines:
         stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
         out.append(f"| {ln['family']} | {label(ln['stage'], base)}{stopped} | {ln['steps']} | {_cell(ln, 'test', True)} | "
                    f"{', '.join(f'{v:.3f}' for v in ln['test_per_seed'])} | {_cell(ln, 'train')} | "
                    f"{_cell(ln, 'test_recall_right')} | {_cell(ln, 'test_analyses_right')} | "
                    f"{_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
-                   f"{_cell(ln, 'train_right_recalls')} |")
+                   f"{_cell(ln, 'train_right_recalls')} |" + (f" {_cell(ln, 'test_unseen')} |" if a.get("unseen") else ""))
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
         out += ["", "Preference pairs (recall / analyze, seed): " + "; ".join(
@@ -196,7 +201,11 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
             f"rationales for {t['questions']} questions and relabelled {t['relabelled']}.",
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties, general "
-            f"facts of kind '{a.get('key', 'fact')}'; "
+            f"facts of kind '{a.get('key', 'fact')}'"
+            + (f", {a['unseen']} entities per category only in label-only questions" if a.get("unseen") else "")
+            + (", rationales refer to the entity they reason about as 'it'" if a.get("refer", "name") == "it" else "")
+            + (f"; students pretrained {a['pretrain']} causal-LM steps on the training questions' text without answers"
+               if a.get("pretrain") else "") + "; "
             f"{a['train']} / {a['valid']} / {a['test']} train / valid / test questions.",
             (f"Runtime: {meta['seconds'] / 60:.1f} min on {meta['machine']} ({meta['cached']} units reused from an "
              "earlier invocation or copied with --phase1-from; " if meta["seconds"] is not None else

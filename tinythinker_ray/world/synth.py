@@ -142,6 +142,8 @@ class World:
     properties: dict[str, Prop]  # id -> Prop
     pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split -> (entity, property id)
     key: str = "fact"  # what the general fact says: a key of TEMPLATES (synth.key)
+    unseen: list[str] = field(default_factory=list)  # entities only the last training questions mention (synth.unseen)
+    refer: str = "name"  # "it": rationales say "it" for the entity they reason about (synth.refer)
 
     def __post_init__(self):
         self.by_phrase = {p.sg: p for p in self.properties.values()}
@@ -159,7 +161,8 @@ class World:
     def to_dict(self) -> dict:
         return {"categories": self.categories, "entities": self.entities,
                 "properties": [vars(p) for p in self.properties.values()],
-                "pairs": {s: [list(p) for p in ps] for s, ps in self.pairs.items()}, "key": self.key}
+                "pairs": {s: [list(p) for p in ps] for s, ps in self.pairs.items()}, "key": self.key,
+                "unseen": self.unseen, "refer": self.refer}
 
     @classmethod
     def from_dict(cls, d: dict) -> World:
@@ -167,7 +170,8 @@ class World:
         if d.get("key", "fact") not in TEMPLATES:
             raise KeyError(f"key {d['key']!r} is none of {sorted(TEMPLATES)}")
         return cls(list(d["categories"]), dict(d["entities"]), props,
-                   {s: [tuple(p) for p in ps] for s, ps in d.get("pairs", {}).items()}, d.get("key", "fact"))
+                   {s: [tuple(p) for p in ps] for s, ps in d.get("pairs", {}).items()}, d.get("key", "fact"),
+                   list(d.get("unseen", [])), d.get("refer", "name"))
 
 
 def load_world(path: str | Path) -> World:
@@ -210,8 +214,12 @@ def make_world(sc: SynthConfig) -> World:
     verbs = list(VERBS)
     props = {f"p{i}": Prop(f"p{i}", verbs[rng.randrange(len(verbs))], w, categories[i % sc.categories])
              for i, w in enumerate(_words(rng, sc.properties, 2, taken))}
-    world = World(categories, entities, props, key=sc.key)
+    world = World(categories, entities, props, key=sc.key, refer=sc.refer)
     world.pairs = split_pairs(world, sc.holdout, rng)
+    if sc.unseen >= sc.entities // sc.categories:
+        raise ConfigError(f"config key 'synth.unseen': {sc.unseen} of the {sc.entities // sc.categories} entities per "
+                          "category leaves no category an entity a rationale may mention")
+    world.unseen = [e for c in categories for e in world.members(c)[len(world.members(c)) - sc.unseen:]]
     return world
 
 
@@ -315,14 +323,24 @@ def explain(world: World, q: Question, view: View | None = None, style: int = 0)
             raise DataError(f"option {label} ({text!r}) is not {what} of this world", field="question.choices")
         f = _fields(view, text, prop) if kind == "which" else _fields(view, subject, world.by_phrase[text])
         yes = f["c"] == f["o"]
-        reasons.append((label, yes_no[not yes][style].format(**f)))
+        reasons.append((label, _refer(world, yes_no[not yes][style].format(**f), f["e"])))
         if yes:
             holds.append((label, f))
     if len(holds) != 1:
         raise DataError(f"{len(holds)} options hold for {q.stem!r} (each question has exactly one answer)",
                         field="question.choices")
     # the holding option's fields have every field a general fact uses (a `link` one names that option)
-    return Explanation(general[style].format(**holds[0][1]), tuple(reasons), holds[0][0])
+    return Explanation(_refer(world, general[style].format(**holds[0][1]), holds[0][1]["e"]), tuple(reasons),
+                       holds[0][0])
+
+
+def _refer(world: World, text: str, entity: str) -> str:
+    """`text` with "a/the/every <entity>" said as "it" when the world refers so (synth.refer): a student that
+    only reads names can reason about an entity no rationale named (synth.unseen) without writing its name."""
+    if world.refer == "name":
+        return text
+    return re.sub(rf"\b(?:(?:a|an|the|every) )?{entity}\b", lambda m: "It" if m.group()[0].isupper() else "it", text,
+                  flags=re.IGNORECASE)
 
 
 def reply_lines(q: Question, ex: Explanation) -> list[str]:
@@ -349,7 +367,21 @@ def make_questions(world: World, sc: SynthConfig) -> dict[str, list[Question]]:
         out[split] = [make_question(world, rng, f"synth-{split}-{i:05d}", pairs[i % len(pairs)],
                                     "trait" if rng.random() < sc.trait_share else "which", sc.options)
                       for i in range(n)]
+    if world.unseen:  # a stable partition: the order (so the cover) among the rest is kept
+        clean = [q for q in out["train"] if not mentions(q, world.unseen)]
+        out["train"] = clean + [q for q in out["train"] if mentions(q, world.unseen)]
     return out
+
+
+def mentions(q: Question, entities: list[str]) -> bool:
+    """Whether a question names any of `entities` (as its subject or as an option)."""
+    words = set(re.findall(r"\w+", " ".join([q.stem, *(t for _, t in q.options)])))
+    return not words.isdisjoint(entities)
+
+
+def clean_prefix(world: World, questions: list[Question]) -> int:
+    """How many leading questions mention no unseen entity: the largest teacher budget that keeps them unseen."""
+    return next((i for i, q in enumerate(questions) if mentions(q, world.unseen)), len(questions))
 
 
 def cover_prefix(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
