@@ -333,6 +333,7 @@ def pretrain(model_dir: str, texts: list[str], steps: int, seed: int, out: Path)
 
     from ..models import load_student
     from ..storage import atomic_dir
+    from ..train.losses import IGNORE
 
     model, tok = load_student(model_dir)
     if model.config.is_encoder_decoder:
@@ -343,7 +344,7 @@ def pretrain(model_dir: str, texts: list[str], steps: int, seed: int, out: Path)
     for step in range(steps):
         batch = [texts[i] for i in torch.randint(len(texts), (32,), generator=gen).tolist()]
         enc = tok([t + tok.eos_token for t in batch], return_tensors="pt", padding=True)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
         loss = model(**enc, labels=labels).loss
         loss.backward()
         opt.step()

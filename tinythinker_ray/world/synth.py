@@ -206,6 +206,9 @@ def make_world(sc: SynthConfig) -> World:
         if n < 2 * sc.categories:
             raise ConfigError(f"config key 'synth.{key}': needs at least 2 per category ({2 * sc.categories}), "
                               f"got {n}: a pair can only be held out if its entity and property have others")
+    if sc.unseen >= sc.entities // sc.categories:
+        raise ConfigError(f"config key 'synth.unseen': {sc.unseen} of the {sc.entities // sc.categories} entities per "
+                          "category leaves no category an entity a rationale may mention")
     rng = random.Random(f"synth-world:{sc.seed}")
     taken: set[str] = set()
     categories = _words(rng, sc.categories, 2, taken)
@@ -216,9 +219,6 @@ def make_world(sc: SynthConfig) -> World:
              for i, w in enumerate(_words(rng, sc.properties, 2, taken))}
     world = World(categories, entities, props, key=sc.key, refer=sc.refer)
     world.pairs = split_pairs(world, sc.holdout, rng)
-    if sc.unseen >= sc.entities // sc.categories:
-        raise ConfigError(f"config key 'synth.unseen': {sc.unseen} of the {sc.entities // sc.categories} entities per "
-                          "category leaves no category an entity a rationale may mention")
     world.unseen = [e for c in categories for e in world.members(c)[len(world.members(c)) - sc.unseen:]]
     return world
 
@@ -367,9 +367,8 @@ def make_questions(world: World, sc: SynthConfig) -> dict[str, list[Question]]:
         out[split] = [make_question(world, rng, f"synth-{split}-{i:05d}", pairs[i % len(pairs)],
                                     "trait" if rng.random() < sc.trait_share else "which", sc.options)
                       for i in range(n)]
-    if world.unseen:  # a stable partition: the order (so the cover) among the rest is kept
-        clean = [q for q in out["train"] if not mentions(q, world.unseen)]
-        out["train"] = clean + [q for q in out["train"] if mentions(q, world.unseen)]
+    # questions naming an unseen entity (synth.unseen) go last; the sort is stable, so the cover prefix is kept
+    out["train"].sort(key=lambda q: mentions(q, world.unseen))
     return out
 
 
