@@ -158,13 +158,17 @@ def test_stages_right_read_a_units_saved_test_chains_against_the_worlds_facts(tm
         ex = synth.explain(world, q, style=i % synth.STYLES)
         # recall: right on the first 4; analyses: all right on the first 3, then each option given option A's
         analyses = [[lab, dict(ex.reasons)[lab if i < 3 else "A"]] for lab, _ in ex.reasons]
-        chains.append({"id": q.id, "chains": [{"recall": ex.knowledge if i < 4 else other.knowledge,
-                                               "analyses": analyses}]})
-    chains.append({"id": "synth-train-00000", "chains": [{"recall": "not counted", "analyses": []}]})
+        chains.append({"id": q.id, "correct": synth.parse_stem(world, q.stem)[0] == "trait" or i == 0,
+                       "chains": [{"recall": ex.knowledge if i < 4 else other.knowledge, "analyses": analyses}]})
+    chains.append({"id": "synth-train-00000", "correct": True, "chains": [{"recall": "not counted", "analyses": []}]})
     write_jsonl(results, chains)
     right = stages_right(check, {"family": "llama", "seed": 0, "stage": "reflect-2"})
-    # 3 questions x 3 right analyses, then 3 questions whose analyses are right for option A only
-    assert right == {"test_recall_right": 4 / 6, "test_analyses_right": (9 + 3) / 18}
+    # 3 questions x 3 right analyses, then 3 questions whose analyses are right for option A only: option A's
+    # reason is their one text for every option
+    kinds = [synth.parse_stem(world, q.stem)[0] for q in test]
+    assert kinds[0] == "which" and "trait" in kinds  # right: every trait question, and the first which one
+    assert right == {"test_recall_right": 4 / 6, "test_analyses_right": (9 + 3) / 18, "test_one_text": 3 / 6,
+                     "test_trait": 1.0, "test_which": 1 / kinds.count("which")}
     assert stages_right(check, {"family": "llama", "seed": 0, "stage": FULL}) == {}  # not evaluated here
 
 

@@ -500,9 +500,11 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
     """From a unit's saved test evaluation, how often the student's own stages are right on held-out questions:
     `test_recall_right`, the share of questions whose greedy recall is a true general fact of the world, and
     `test_analyses_right`, the share of (question, option) analyses that are the world's reason for that option
-    (any wording for either). Only the stages the unit's mode has. With unseen entities (synth.unseen),
-    `test_unseen`: the accuracy on the test questions that name one, whose facts only labels taught.
-    {} when the evaluation is not on disk."""
+    (any wording for either), and `test_one_text`, the share of questions whose analyses are one text for every
+    option (the student did not look its option up by the letter). Only the stages the unit's mode has.
+    `test_trait` / `test_which`: the accuracy on each kind of question (a student can learn one and not the
+    other). With unseen entities (synth.unseen), `test_unseen`: the accuracy on the test questions that name one,
+    whose facts only labels taught. {} when the evaluation is not on disk."""
     from . import synth
 
     mode = MODES.get(unit_mode(check, row)[0])
@@ -517,6 +519,11 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
     if "analyze" in mode.stages:
         out["test_analyses_right"] = statistics.fmean(text in reasons.get(label, ()) for (_, reasons), chain in truth
                                                       for label, text in chain["analyses"])
+        out["test_one_text"] = statistics.fmean(len({text for _, text in chain["analyses"]}) == 1
+                                                for _, chain in truth)
+    for kind in ("trait", "which"):
+        if right := [r["correct"] for q, r in results if synth.parse_stem(world, q.stem)[0] == kind]:
+            out[f"test_{kind}"] = statistics.fmean(right)
     if unseen := [r["correct"] for q, r in results if synth.mentions(q, world.unseen)]:
         out["test_unseen"] = statistics.fmean(unseen)
     return out

@@ -19,8 +19,8 @@ from .check import ROUND, held_out_outcomes, is_round, round_number, round_stage
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
 DIAGNOSTICS = (
-    "test_recall_right", "test_analyses_right", "test_gold_recall", "test_gold_analyses", "train_right_recalls",
-    "test_unseen")
+    "test_recall_right", "test_analyses_right", "test_one_text", "test_gold_recall", "test_gold_analyses",
+    "train_right_recalls", "test_trait", "test_which", "test_unseen")
 
 
 def sign_test(fixed: int, broken: int) -> float:
@@ -122,22 +122,26 @@ def markdown(lines: list[dict], meta: dict) -> str:
            "training questions (seen combinations). Diagnostics (test): the chain with the world's gold recall "
            "given, and with gold recall and analyses given (only the summary is the student's); recall right = the "
            "share of test questions whose greedy recall is a true general fact of the world; analyses right = "
-           "the share of their per-option analyses that are the world's reason for that option; right recalls = "
+           "the share of their per-option analyses that are the world's reason for that option; one text = the "
+           "share of test questions whose analyses write one text for every option (no look-up of the option by "
+           "its letter); trait / which = the test accuracy on each kind of question; right recalls = "
            f"the share of {a['reflect_samples']} recalls sampled at temperature {a['reflect_temperature']:g} per "
            "training question whose chain reaches the label (what self-generation starts from)."
            + (" Unseen = the accuracy on the test questions that name an entity no rationale mentions "
               f"({a['unseen']} per category: only the labels of the last training questions teach their facts)."
               if a.get("unseen") else ""), "",
            "| student | stage | steps | test (mean ± std) | per seed | train | recall right | analyses right "
-           "| gold recall | gold recall + analyses | right recalls |" + (" unseen |" if a.get("unseen") else ""),
-           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if a.get("unseen") else "")]
+           "| one text | gold recall | gold recall + analyses | right recalls | trait | which |"
+           + (" unseen |" if a.get("unseen") else ""),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if a.get("unseen") else "")]
     for ln in lines:
         stopped = f" ({ln['stopped']} stopped)" if ln["stopped"] else ""
         out.append(f"| {ln['family']} | {label(ln['stage'], base)}{stopped} | {ln['steps']} | {_cell(ln, 'test', True)} | "
                    f"{', '.join(f'{v:.3f}' for v in ln['test_per_seed'])} | {_cell(ln, 'train')} | "
                    f"{_cell(ln, 'test_recall_right')} | {_cell(ln, 'test_analyses_right')} | "
-                   f"{_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
-                   f"{_cell(ln, 'train_right_recalls')} |" + (f" {_cell(ln, 'test_unseen')} |" if a.get("unseen") else ""))
+                   f"{_cell(ln, 'test_one_text')} | {_cell(ln, 'test_gold_recall')} | {_cell(ln, 'test_gold_analyses')} | "
+                   f"{_cell(ln, 'train_right_recalls')} | {_cell(ln, 'test_trait')} | {_cell(ln, 'test_which')} |"
+                   + (f" {_cell(ln, 'test_unseen')} |" if a.get("unseen") else ""))
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
         out += ["", "Preference pairs (recall / analyze, seed): " + "; ".join(
