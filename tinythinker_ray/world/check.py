@@ -309,11 +309,10 @@ def student(check: Check, family: str, seed: int) -> str:
     train = load_benchmark("custom", str(check.data_dir(seed))).train
     text = [" ".join([q.stem, *(t for _, t in q.options), ex.knowledge, *(r for _, r in ex.reasons)])
             for q in train for ex in (synth.explain(world, q, style=s) for s in range(synth.STYLES))]
-    if not check.settings.pretrain:
-        return build_tiny(family, out, seed=seed, text=text, letters_apart=True, layers=STUDENT_LAYERS[family])
-    raw = build_tiny(family, out.with_name(out.name + "-raw"), seed=seed, text=text, letters_apart=True,
-                     layers=STUDENT_LAYERS[family])
-    return pretrain(raw, pretrain_texts(train, seed), check.settings.pretrain, seed, out)
+    steps = check.settings.pretrain
+    built = build_tiny(family, out.with_name(out.name + "-raw") if steps else out, seed=seed, text=text,
+                       letters_apart=True, layers=STUDENT_LAYERS[family])
+    return pretrain(built, pretrain_texts(train, seed), steps, seed, out) if steps else built
 
 
 def pretrain_texts(questions: list[Question], seed: int) -> list[str]:
@@ -521,9 +520,10 @@ def stages_right(check: Check, row: dict) -> dict[str, float]:
                                                       for label, text in chain["analyses"])
         out["test_one_text"] = statistics.fmean(len({text for _, text in chain["analyses"]}) == 1
                                                 for _, chain in truth)
-    for kind in ("trait", "which"):
-        if right := [r["correct"] for q, r in results if synth.parse_stem(world, q.stem)[0] == kind]:
-            out[f"test_{kind}"] = statistics.fmean(right)
+    by_kind: dict[str, list[bool]] = {}  # "trait" / "which" -> correct per question
+    for q, r in results:
+        by_kind.setdefault(synth.parse_stem(world, q.stem)[0], []).append(r["correct"])
+    out |= {f"test_{kind}": statistics.fmean(right) for kind, right in by_kind.items()}
     if unseen := [r["correct"] for q, r in results if synth.mentions(q, world.unseen)]:
         out["test_unseen"] = statistics.fmean(unseen)
     return out
