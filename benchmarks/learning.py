@@ -208,6 +208,9 @@ def main() -> None:
     if settings.reflect_over not in overs:
         ap.error(f"--reflect-over {settings.reflect_over}: reflection self-generates on {' or '.join(map(repr, overs))}"
                  " training questions")
+    stages = typing.get_args(ReflectConfig.model_fields["mode"].annotation)
+    if settings.reflect_mode not in stages:
+        ap.error(f"--reflect-mode {settings.reflect_mode}: the stages that get pairs are one of {list(stages)}")
     if settings.taught is not None and not 1 <= settings.taught <= settings.train:
         ap.error(f"--taught {settings.taught}: the teacher covers 1..{settings.train} (--train) training questions")
     if settings.reflect_from not in MODES or not MODES[settings.reflect_from].recall:

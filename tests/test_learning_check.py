@@ -70,6 +70,9 @@ def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_n
     lines = aggregate(rows, ["llama"], [0, 1, 2], rounds=1)
     meta = report_meta(seeds=[0, 1, 2])
     assert "llama round 1: 10/0 (0), 12/0 (2)." in markdown(lines, meta)
+    analyze = markdown(lines, meta | {"settings": meta["settings"] | {"reflect_mode": "analyze"}})
+    assert "(recall / analyze, seed; built for both, trained on the analyze pairs only)" in analyze
+    assert "alpha 0.5, analyze pairs only." in analyze and "pairs only" not in markdown(lines, meta)
 
 
 def test_a_work_folders_recorded_settings_read_a_setting_added_since_as_its_default(tmp_path):
@@ -269,6 +272,7 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
                                         (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall"),
                                         (["--error-scope", "always"], "per 'sample' or per 'question'"),
                                         (["--reflect-over", "some"], "on 'taught' or 'all' training"),
+                                        (["--reflect-mode", "summarize"], "pairs are one of ['recall', 'analyze'"),
                                         (["--taught", "601"], "covers 1..600 (--train)"),
                                         (["--options", "5"], "5 options need as many categories"),
                                         (["--unseen", "1"], "--taught must be at most"),
@@ -333,6 +337,8 @@ def test_a_partial_teacher_leaves_the_untaught_questions_to_reflection_over_all(
     every = training_questions(Check(tmp_path, Settings(**small, taught=8, reflect_over="all")).config(0, run))
     world = load_benchmark("custom", str(check.data_dir(0))).train
     assert [(q.id, q.answer) for q in every[8:]] == [(q.id, q.answer) for q in world[8:]] and len(every) == 40
+    assert check.config(0, run).reflect.mode == "recall_analyze"  # the authors' pairs on both stages by default
+    assert Check(tmp_path, Settings(**small, reflect_mode="analyze")).config(0, run).reflect.mode == "analyze"
 
 
 def test_a_report_from_a_work_folder_with_nothing_run_says_so_in_one_line(tmp_path):

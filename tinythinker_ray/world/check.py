@@ -92,6 +92,7 @@ class Settings:
     reflect_beta: float = 0.5
     reflect_alpha: float = 0.5
     reflect_over: str = "taught"  # reflect.questions: "all" self-generates on the untaught questions too
+    reflect_mode: str = "recall_analyze"  # reflect.mode: the stages that get pairs (the authors: both)
     # not the pipeline's 0.7: the from-scratch students are so sharp that at 0.7 a question's sampled chains
     # were identical, so no question had both a chosen and a rejected chain (0 pairs, results/learning.md)
     reflect_temperature: float = 1.5
@@ -209,7 +210,8 @@ def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str 
                 "epochs": s.epochs, "max_steps": s.steps or None, "eval_every": eval_every, "seed": seed},
         "reflect": {"iterations": max(s.rounds, 1), "samples": s.reflect_samples,
                     "analyze_samples": s.reflect_samples, "max_questions": s.reflect_questions,
-                    "questions": s.reflect_over, "cycles": s.reflect_cycles, "lr": s.reflect_lr, "beta": s.reflect_beta,
+                    "questions": s.reflect_over, "mode": s.reflect_mode, "cycles": s.reflect_cycles,
+                    "lr": s.reflect_lr, "beta": s.reflect_beta,
                     "alpha": s.reflect_alpha, "batch_size": s.batch_size, "temperature": s.reflect_temperature,
                     "seed": seed},
         "eval": {"batch_size": 64, "samples": 1},
