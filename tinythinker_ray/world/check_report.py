@@ -113,6 +113,7 @@ def _cell(line: dict, key: str, bold: bool = False) -> str:
 def markdown(lines: list[dict], meta: dict) -> str:
     a = meta["settings"]
     base = a.get("reflect_from", FULL)
+    paired = a.get("reflect_mode", "recall_analyze")  # a check recorded before the setting paired both stages
     out = ["# Learning check", "",
            f"Synthetic held-out reasoning task (`benchmarks/learning.py`), {a['options']} options: chance "
            f"**{1 / a['options']:.1%}**; the rule oracle through the same chain evaluation: **{meta['oracle']:.1%}**; "
@@ -144,8 +145,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
                    + (f" {_cell(ln, 'test_unseen')} |" if a.get("unseen") else ""))
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
-        trained = a.get("reflect_mode", "recall_analyze")  # a check recorded before the setting paired both
-        only = "" if trained == "recall_analyze" else f"; built for both, trained on the {trained} pairs only"
+        only = "" if paired == "recall_analyze" else f"; built for both, trained on the {paired} pairs only"
         out += ["", f"Preference pairs (recall / analyze, seed{only}): " + "; ".join(
             f"{ln['family']} round {round_number(ln['stage'])}: "
             + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
@@ -194,7 +194,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
     over = " (those without a rationale too, by their label)" if a.get("reflect_over", "taught") == "all" else ""
-    paired = "" if a.get("reflect_mode", "recall_analyze") == "recall_analyze" else f", {a['reflect_mode']} pairs only"
+    paired_only = "" if paired == "recall_analyze" else f", {paired} pairs only"
     taught = f"asked about the first {a['taught']} training questions of a seed only, " if a.get("taught") else ""
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
                 f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the "
@@ -202,7 +202,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
                 f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s){over} x "
                 f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
                 f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
-                f"{a['reflect_alpha']}{paired}.",
+                f"{a['reflect_alpha']}{paired_only}.",
             f"Teacher: rules, {taught}error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
             f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
