@@ -3,13 +3,14 @@ several times from the same phase-1 models, compared per seed (tinythinker_ray/w
 
     # each replicate: the same command, a new --work and --out, the same --phase1-from
     .venv/bin/python benchmarks/learning.py <flags> --phase1-from runs/A --work runs/A-rep1 --out /tmp/rep1
+    .venv/bin/python benchmarks/learning.py <flags> --phase1-from runs/A --work runs/A-rep2 --out /tmp/rep2
     .venv/bin/python benchmarks/replicates.py --round 3 --out benchmarks/results/replicates-NAME \\
         --works runs/A,runs/A-rep1,runs/A-rep2 \\
         benchmarks/results/learning-A.json /tmp/rep1/learning.json /tmp/rep2/learning.json
 
 --works (optional) adds how far the replicates' round models disagree on the same test questions.
 Writes NAME.md (the table and the verdict), NAME.json (every number) and NAME.png (each seed's test accuracy by
-round, one line per replicate).
+round, one line per replicate). Reports made with other settings (the number of rounds aside) are refused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from tinythinker_ray.world.check import is_round, round_number, round_stage  # noqa: E402
-from tinythinker_ray.world.replicates import between, markdown, summarize  # noqa: E402
+from tinythinker_ray.world.replicates import between, markdown, settings_mismatch, summarize  # noqa: E402
 
 
 def outcomes(work: Path, family: str, seed: int, stage: str) -> dict[str, bool]:
@@ -80,6 +81,8 @@ def main() -> None:
     reports = [json.loads(Path(p).read_text()) for p in args.reports]
     base = reports[0]["meta"]["settings"]["reflect_from"]
     seeds = reports[0]["meta"]["seeds"]
+    if diff := settings_mismatch([r["meta"]["settings"] for r in reports]):
+        sys.exit(f"replicates: the reports were made with other settings, so they are not replicates ({'; '.join(diff)})")
     replicates = [r["runs"] for r in reports]
     try:
         summary = summarize(replicates, args.family, seeds, args.round, base)
@@ -89,8 +92,15 @@ def main() -> None:
         works = [Path(w) for w in args.works.split(",")]
         if len(works) != len(args.reports):
             ap.error(f"--works gives {len(works)} folders for {len(args.reports)} reports")
+        if len({w.resolve() for w in works}) < len(works):
+            ap.error("--works names a folder twice")
         for s in summary["seeds"]:
-            s["between"] = between([outcomes(w, args.family, s["seed"], round_stage(args.round)) for w in works])
+            got = [outcomes(w, args.family, s["seed"], round_stage(args.round)) for w in works]
+            for w, o, test in zip(works, got, s["tests"], strict=True):  # each folder is its report's run
+                if abs(sum(o.values()) / len(o) - test) > 1e-9:
+                    sys.exit(f"replicates: {w}'s seed {s['seed']} round {args.round} scores {sum(o.values()) / len(o):.3f} "
+                             f"on test, its report {test:.3f}: --works must follow the reports' order")
+            s["between"] = between(got)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     md = markdown(summary, names)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinythinker_ray.core.modes import FULL
-from tinythinker_ray.world.replicates import between, markdown, seed_summary, summarize
+from tinythinker_ray.world.replicates import between, markdown, seed_summary, settings_mismatch, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +97,16 @@ def test_replicates_are_compared_with_each_other_question_by_question():
     for s in summary["seeds"]:
         s["between"] = between([a, b])
     assert "second vs first: +1/-1 (0), +1/-1 (1), +1/-1 (2)." in markdown(summary, ["first", "second"])
+
+
+def test_from_six_replicates_one_that_loses_keeps_a_seed_from_counting_even_when_the_mean_clears_the_noise():
+    gains = [0.0, 0.03, 0.03, 0.03, 0.03, 0.03]  # mean 0.025 > 2 x std 0.0122, but one replicate gains nothing
+    reps = [rows(PHASE1, {0: 0.40 + g, 1: 0.60 + g + i / 1000, 2: 0.60}) for i, g in enumerate(gains)]
+    s0 = seed_summary(reps, "llama", 0, 3, FULL)
+    assert s0["mean_gain"] > 2 * s0["noise"] and not s0["beyond_noise"]
+
+
+def test_reports_made_with_other_settings_are_not_replicates_but_a_longer_run_and_an_older_record_are():
+    base = {"reflect_lr": 1e-4, "rounds": 5}
+    assert settings_mismatch([base, base | {"rounds": 3}, base | {"reflect_mode": "recall_analyze"}]) == []
+    assert settings_mismatch([base, base | {"reflect_lr": 3e-4}]) == ["1: reflect_lr: 0.0001 -> 0.0003"]
