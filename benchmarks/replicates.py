@@ -1,9 +1,11 @@
 """Reflection's run-to-run noise, measured: the learning check's reports of the same reflection command run
 several times from the same phase-1 models, compared per seed (tinythinker_ray/world/replicates.py).
 
-    # each replicate: the same command, a new --work and --out, the same --phase1-from
-    .venv/bin/python benchmarks/learning.py <flags> --phase1-from runs/A --work runs/A-rep1 --out /tmp/rep1
-    .venv/bin/python benchmarks/learning.py <flags> --phase1-from runs/A --work runs/A-rep2 --out /tmp/rep2
+    # each replicate: the same command from the same phase 1, a new --work, --out and --reflect-seed
+    .venv/bin/python benchmarks/learning.py <flags> --phase1-from runs/A --work runs/A-rep1 --reflect-seed 1 \\
+        --out /tmp/rep1
+    .venv/bin/python benchmarks/learning.py <flags> --phase1-from runs/A --work runs/A-rep2 --reflect-seed 2 \\
+        --out /tmp/rep2
     .venv/bin/python benchmarks/replicates.py --round 3 --out benchmarks/results/replicates-NAME \\
         --works runs/A,runs/A-rep1,runs/A-rep2 \\
         benchmarks/results/learning-A.json /tmp/rep1/learning.json /tmp/rep2/learning.json

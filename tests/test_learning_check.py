@@ -73,6 +73,8 @@ def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_n
     analyze = markdown(lines, meta | {"settings": meta["settings"] | {"reflect_mode": "analyze"}})
     assert "(recall / analyze, seed; built for both, trained on the analyze pairs only)" in analyze
     assert "alpha 0.5, analyze pairs only." in analyze and "pairs only" not in markdown(lines, meta)
+    replicate = markdown(lines, meta | {"settings": meta["settings"] | {"reflect_seed": 2}})
+    assert "alpha 0.5, reflect seed 2." in replicate and "reflect seed" not in markdown(lines, meta)
 
 
 def test_a_work_folders_recorded_settings_read_a_setting_added_since_as_its_default(tmp_path):
@@ -339,6 +341,9 @@ def test_a_partial_teacher_leaves_the_untaught_questions_to_reflection_over_all(
     assert [(q.id, q.answer) for q in every[8:]] == [(q.id, q.answer) for q in world[8:]] and len(every) == 40
     assert check.config(0, run).reflect.mode == "recall_analyze"  # the authors' pairs on both stages by default
     assert Check(tmp_path, Settings(**small, reflect_mode="analyze")).config(0, run).reflect.mode == "analyze"
+    assert check.config(2, run).reflect.seed == 2  # a replicate's --reflect-seed moves reflection's seed only
+    other = Check(tmp_path, Settings(**small, reflect_seed=1)).config(2, run)
+    assert (other.reflect.seed, other.seed, other.sft.seed) == (1002, 2, 2)
 
 
 def test_a_report_from_a_work_folder_with_nothing_run_says_so_in_one_line(tmp_path):

@@ -108,5 +108,6 @@ def test_from_six_replicates_one_that_loses_keeps_a_seed_from_counting_even_when
 
 def test_reports_made_with_other_settings_are_not_replicates_but_a_longer_run_and_an_older_record_are():
     base = {"reflect_lr": 1e-4, "rounds": 5}
-    assert settings_mismatch([base, base | {"rounds": 3}, base | {"reflect_mode": "recall_analyze"}]) == []
+    assert settings_mismatch([base, base | {"rounds": 3}, base | {"reflect_mode": "recall_analyze"},
+                              base | {"reflect_seed": 2}]) == []  # reflect_seed is what makes a replicate
     assert settings_mismatch([base, base | {"reflect_lr": 3e-4}]) == ["1: reflect_lr: 0.0001 -> 0.0003"]

@@ -1,9 +1,11 @@
 """Self-generation's sampling plan (pure, no Ray): as the authors' generate.py, the recall is sampled
 `reflect.samples` times at `reflect.temperature` with the analyses and the summary greedy; the analyze pass
-samples the analyses for a fixed recall; a temperature decay gives one pass per sample."""
+samples the analyses for a fixed recall; a temperature decay gives one pass per sample; the sampling is seeded
+per block, so a rerun draws the same chains."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -14,7 +16,7 @@ from tinythinker_ray.data.loaders import load_benchmark
 from tinythinker_ray.errors import ConfigError
 from tinythinker_ray.reflect.iterate import reflect, reflected_stages
 from tinythinker_ray.reflect.pairs import recall_pairs_for
-from tinythinker_ray.reflect.selfgen import _chains, _passes
+from tinythinker_ray.reflect.selfgen import _chains, _passes, recall_task
 from tinythinker_ray.sampling.pool import make_sampler
 from tinythinker_ray.world import synth
 
@@ -93,3 +95,34 @@ def test_temperature_decay_is_one_pass_per_sample_at_a_falling_temperature():
     assert _passes(3, 0.7, 0.0) == [(3, 0.7)]  # the authors' scripts run with decay 0
     assert [(n, round(t, 6)) for n, t in _passes(3, 0.7, 0.3)] == [(1, 0.7), (1, 0.4), (1, 0.1)]
     assert _passes(4, 0.7, 0.5)[-1] == (1, 0.0)  # never below greedy
+
+
+def test_each_block_samples_from_a_seed_of_the_round_and_its_first_question(tmp_path):
+    questions, sampler = _world(tmp_path)
+    rows = [{"key": f"k{i}", "question": json.dumps(q.to_dict())} for i, q in enumerate(questions)]
+
+    def seeds(rows, seed):
+        sampler.calls.clear()
+        recall_task(sampler, rows, passes=_passes(3, 0.7, 0.1), max_tokens=50, mode=FULL, seed=seed)
+        return [p.seed for _, p in sampler.calls if p.temperature > 0]
+
+    first = seeds(rows, 7)
+    assert len(first) == 3 and first[1:] == [first[0] + 1, first[0] + 2]  # one seed per pass
+    assert all(p.seed is None for _, p in sampler.calls if p.temperature == 0)  # greedy stages take none
+    assert seeds(rows, 7) == first  # a rerun of the block draws the same samples
+    assert seeds(rows, 8)[0] != first[0] and seeds(rows[1:], 7)[0] != first[0]  # another round, another block
+    assert seeds(rows, None) == [None] * 3  # unseeded: the process's random state
+
+
+def test_a_seeded_hf_sampler_draws_the_same_samples_again_and_others_with_another_seed(tiny_llama):
+    from tinythinker_ray.sampling.base import GenParams
+    from tinythinker_ray.sampling.hf import HFSampler
+
+    engine = HFSampler(tiny_llama)
+    prompts = ["Question: what is true of a vell?", "Question: which can glim?"]
+
+    def draw(seed):
+        return [[c.text for c in cs] for cs in engine.generate(prompts, GenParams(n=4, temperature=1.5,
+                                                                                  max_tokens=12, seed=seed))]
+
+    assert draw(3) == draw(3) and draw(3) != draw(4)

@@ -109,13 +109,14 @@ def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
     if not questions:
         raise ConfigError("reflect: no training questions (check data.* and reflect.max_questions)")
     teacher = teacher_index(RunDir(cfg.run_dir).teach)
-    rng = random.Random(cfg.reflect.seed * 1000 + it.number)  # a rerun rebuilds the same pairs from the files
-    gens = generate_recalls(cfg, policy, questions, it.generations)
+    seed = cfg.reflect.seed * 1000 + it.number  # the round's: its samples, and the pairs drawn from them
+    rng = random.Random(seed)  # a rerun rebuilds the same pairs from the files
+    gens = generate_recalls(cfg, policy, questions, it.generations, seed=seed)
     recall = list(build_recall_pairs(read_jsonl(gens), teacher, rng))
     analyze: list[dict] = []
     if "analyze" in reflected_stages(cfg) and recall:
         requests = analyze_requests(recall, {q.id: q for q in questions})
-        agens = generate_analyses(cfg, policy, requests, it.analyze_generations)
+        agens = generate_analyses(cfg, policy, requests, it.analyze_generations, seed=seed)
         teacher_analyses = {qid: [c["analyses"] for c in cs if c["analyses"]] for qid, cs in teacher.items()}
         analyze = list(build_analyze_pairs(read_jsonl(agens), teacher_analyses, rng))
     write_jsonl(it.pairs("recall"), recall)

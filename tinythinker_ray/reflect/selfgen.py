@@ -10,6 +10,8 @@ The chains are those of the phase-1 mode the student was trained in (`sft.mode`)
 asked for no analyses it never learned to write.
 With `temperature_decay` > 0 the samples come one pass at a time, the temperature lowered by it per pass (as
 the reference allows). Rows are appended as Ray Data blocks finish; a rerun skips the rows already there.
+Sampling is seeded per block from `seed` (the round's, from reflect.seed) and the block's first row, so a fresh
+rerun on the same machine draws the same chains and another reflect.seed draws others (a replicate).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zlib
 from pathlib import Path
 
 from .. import console
@@ -38,13 +41,21 @@ def _passes(samples: int, temperature: float, decay: float) -> list[tuple[int, f
     return [(1, max(temperature - k * decay, 0.0)) for k in range(samples)]
 
 
+def block_seed(seed: int | None, first_key: str) -> int | None:
+    """A Ray Data block's sampling seed: the round's seed and the block's first row. Per block, not per question,
+    because one `generate` call samples the whole batch from one generator."""
+    return None if seed is None else (seed * 1_000_003 + zlib.crc32(first_key.encode())) % 2**31
+
+
 def _chains(sampler: Sampler, questions: list[Question], passes, max_tokens: int, stage: str, mode: Mode,
-            recalls: list[str] | None = None) -> list[list[dict]]:
-    """Per question, the chains of every pass; `stage` is the one sampled (the other stages are greedy)."""
+            recalls: list[str] | None = None, seed: int | None = None) -> list[list[dict]]:
+    """Per question, the chains of every pass; `stage` is the one sampled (the other stages are greedy), pass k
+    with seed `seed + k` (None: the process's random state)."""
     out: list[list[dict]] = [[] for _ in questions]
     greedy = GenParams(max_tokens=max_tokens)
-    for n, temperature in passes:
-        sampled = GenParams(n=n, temperature=temperature, max_tokens=max_tokens)
+    for k, (n, temperature) in enumerate(passes):
+        sampled = GenParams(n=n, temperature=temperature, max_tokens=max_tokens,
+                            seed=None if seed is None else seed + k)
         results = run_chain(sampler, questions, mode, recall=sampled if stage == "recall" else greedy,
                             analyze=sampled if stage == "analyze" else greedy,
                             summarize=GenParams(max_tokens=SUMMARY_TOKENS), fixed_recalls=recalls)
@@ -54,19 +65,23 @@ def _chains(sampler: Sampler, questions: list[Question], passes, max_tokens: int
     return out
 
 
-def recall_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int, mode: str) -> list[dict]:
+def recall_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int, mode: str,
+                seed: int | None = None) -> list[dict]:
     """Ray Data task: rows {"key", "question" (JSON)} -> rows {"key", "row" (a generations.jsonl line)}."""
     questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
-    chains = _chains(sampler, questions, passes, max_tokens, "recall", get_mode(mode))
+    chains = _chains(sampler, questions, passes, max_tokens, "recall", get_mode(mode),
+                     seed=block_seed(seed, rows[0]["key"]))
     return [{"key": r["key"], "row": json.dumps({"qid": q.id, "question": q.to_dict(), "chains": cs})}
             for r, q, cs in zip(rows, questions, chains, strict=True)]
 
 
-def analyze_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int, mode: str) -> list[dict]:
+def analyze_task(sampler: Sampler, rows: list[dict], *, passes, max_tokens: int, mode: str,
+                 seed: int | None = None) -> list[dict]:
     """Ray Data task: rows {"key", "question", "recall", "backup" (JSON)} -> analyze_generations lines."""
     questions = [Question.from_dict(json.loads(r["question"])) for r in rows]
     recalls = [r["recall"] for r in rows]
-    chains = _chains(sampler, questions, passes, max_tokens, "analyze", get_mode(mode), recalls=recalls)
+    chains = _chains(sampler, questions, passes, max_tokens, "analyze", get_mode(mode), recalls=recalls,
+                     seed=block_seed(seed, rows[0]["key"]))
     keep = ("analyses", "summary", "prediction")
     return [{"key": r["key"], "row": json.dumps({"qid": q.id, "question": q.to_dict(), "recall": rec,
                                                  "backup": json.loads(r["backup"]),
@@ -110,17 +125,18 @@ def _generate(cfg: Config, model: str, requests: list[dict], out: Path, task, de
     return out
 
 
-def generate_recalls(cfg: Config, model: str, questions: list[Question], out: Path) -> Path:
+def generate_recalls(cfg: Config, model: str, questions: list[Question], out: Path, seed: int | None = None) -> Path:
     r = cfg.reflect
     task = functools.partial(recall_task, passes=_passes(r.samples, r.temperature, r.temperature_decay),
-                             max_tokens=cfg.student.max_new_tokens, mode=cfg.sft.mode)
+                             max_tokens=cfg.student.max_new_tokens, mode=cfg.sft.mode, seed=seed)
     requests = [{"qid": q.id, "question": q.to_dict()} for q in questions]
     return _generate(cfg, model, requests, out, task, "self-generation: recalls")
 
 
-def generate_analyses(cfg: Config, model: str, requests: list[dict], out: Path) -> Path:
+def generate_analyses(cfg: Config, model: str, requests: list[dict], out: Path, seed: int | None = None) -> Path:
     """`requests` from pairs.analyze_requests: {"qid", "question", "recall", "backup"}."""
     r = cfg.reflect
     passes = _passes(r.analyze_samples, r.temperature, r.temperature_decay)
-    task = functools.partial(analyze_task, passes=passes, max_tokens=cfg.student.max_new_tokens, mode=cfg.sft.mode)
+    task = functools.partial(analyze_task, passes=passes, max_tokens=cfg.student.max_new_tokens, mode=cfg.sft.mode,
+                             seed=seed)
     return _generate(cfg, model, requests, out, task, "self-generation: analyses")

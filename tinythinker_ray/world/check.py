@@ -96,6 +96,9 @@ class Settings:
     # not the pipeline's 0.7: the from-scratch students are so sharp that at 0.7 a question's sampled chains
     # were identical, so no question had both a chosen and a rejected chain (0 pairs, results/learning.md)
     reflect_temperature: float = 1.5
+    # added (x 1000) to the seed of reflection's sampling and training order: a run with another value from the
+    # same phase 1 is a replicate, whose spread is the run-to-run noise (benchmarks/replicates.py)
+    reflect_seed: int = 0
     student: str = "llama 4 blocks, t5 2+2 blocks, tokenizer trained on the task text"
 
     def lr_of(self, family: str) -> float:
@@ -213,7 +216,7 @@ def config(s: Settings, *, seed: int, data_dir: Path, run_dir: Path, model: str 
                     "questions": s.reflect_over, "mode": s.reflect_mode, "cycles": s.reflect_cycles,
                     "lr": s.reflect_lr, "beta": s.reflect_beta,
                     "alpha": s.reflect_alpha, "batch_size": s.batch_size, "temperature": s.reflect_temperature,
-                    "seed": seed},
+                    "seed": seed + 1000 * s.reflect_seed},
         "eval": {"batch_size": 64, "samples": 1},
         "cluster": {"num_cpus": num_cpus},
     })

@@ -202,7 +202,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
                 f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s){over} x "
                 f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
                 f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
-                f"{a['reflect_alpha']}{paired_only}.",
+                f"{a['reflect_alpha']}{paired_only}" + (f", reflect seed {a['reflect_seed']}" if a.get("reflect_seed") else "")
+            + ".",
             f"Teacher: rules, {taught}error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
             f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "

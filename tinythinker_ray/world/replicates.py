@@ -26,10 +26,12 @@ def _row(rows: list[dict], family: str, seed: int, stage: str) -> dict | None:
 
 
 def settings_mismatch(settings: list[dict]) -> list[str]:
-    """What differs between the replicates' recorded settings ("i: name: a -> b"), the number of rounds aside (a
-    longer run's round 3 is the same round). A setting added to the check since a run counts as its default."""
+    """What differs between the replicates' recorded settings ("i: name: a -> b"), aside from the number of rounds
+    (a longer run's round 3 is the same round) and reflect_seed (what makes a replicate). A setting added to the
+    check since a run counts as its default."""
     full = [dataclasses.asdict(Settings()) | s for s in settings]
-    return [f"{i}: {d}" for i, s in enumerate(full[1:], 1) for d in settings_diff(full[0], s, ignore=("rounds",))]
+    return [f"{i}: {d}" for i, s in enumerate(full[1:], 1)
+            for d in settings_diff(full[0], s, ignore=("rounds", "reflect_seed"))]
 
 
 def seed_summary(replicates: list[list[dict]], family: str, seed: int, round_: int, base: str) -> dict:
@@ -88,7 +90,9 @@ def markdown(summary: dict, names: list[str]) -> str:
     r = summary["round"]
     head = " | ".join(f"{n}: test (train)" for n in names)
     out = [f"# Reflection replicates: {summary['family']}, round {r}", "",
-           "The same reflection command run from the same phase-1 models; only the chains it samples differ. Noise "
+           "The same reflection command run from the same phase-1 models, each with its own `--reflect-seed` (or, "
+           "before that flag, unseeded sampling): only the chains it samples (and with the flag its training "
+           "order) differ. Noise "
            "= the standard deviation of a seed's round test accuracy over the replicates. A seed counts when every "
            f"replicate gains and the mean gain is more than {NOISE_TIMES} x that noise (with 3 replicates about a "
            "one-sided t-test at p < 0.04 on the gains). McNemar p: each replicate against phase 1 on the same test "
