@@ -99,9 +99,9 @@ def main() -> None:
         for s in summary["seeds"]:
             got = [outcomes(w, args.family, s["seed"], round_stage(args.round)) for w in works]
             for w, o, test in zip(works, got, s["tests"], strict=True):  # each folder is its report's run
-                if abs(sum(o.values()) / len(o) - test) > 1e-9:
-                    sys.exit(f"replicates: {w}'s seed {s['seed']} round {args.round} scores {sum(o.values()) / len(o):.3f} "
-                             f"on test, its report {test:.3f}: --works must follow the reports' order")
+                if abs((score := sum(o.values()) / len(o)) - test) > 1e-9:
+                    sys.exit(f"replicates: {w}'s seed {s['seed']} round {args.round} scores {score:.3f} on test, "
+                             f"its report {test:.3f}: --works must follow the reports' order")
             s["between"] = between(got)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,11 +108,16 @@ class Settings:
 SETTINGS_FILE = "settings.json"  # in a work folder: the Settings its units were made with (learning.py writes it)
 
 
+def with_defaults(recorded: dict) -> dict:
+    """Settings recorded by an earlier version, complete: a setting added since counts as its default (it did not
+    exist, so it was not changed)."""
+    return dataclasses.asdict(Settings()) | recorded
+
+
 def recorded_settings(work: Path) -> dict | None:
-    """The settings a work folder's units were made with, or None for a new folder. A setting added since the
-    folder was made counts as its default (it did not exist, so it was not changed)."""
+    """The settings a work folder's units were made with (`with_defaults`), or None for a new folder."""
     record = work / SETTINGS_FILE
-    return dataclasses.asdict(Settings()) | json.loads(record.read_text()) if record.exists() else None
+    return with_defaults(json.loads(record.read_text())) if record.exists() else None
 
 
 REFLECT_SETTINGS = ("rounds", *(f.name for f in dataclasses.fields(Settings) if f.name.startswith("reflect_")))

@@ -195,6 +195,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
     over = " (those without a rationale too, by their label)" if a.get("reflect_over", "taught") == "all" else ""
     paired_only = "" if paired == "recall_analyze" else f", {paired} pairs only"
+    replicate = f", reflect seed {a['reflect_seed']}" if a.get("reflect_seed") else ""
     taught = f"asked about the first {a['taught']} training questions of a seed only, " if a.get("taught") else ""
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
                 f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the "
@@ -202,8 +203,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
                 f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s){over} x "
                 f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
                 f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
-                f"{a['reflect_alpha']}{paired_only}" + (f", reflect seed {a['reflect_seed']}" if a.get("reflect_seed") else "")
-            + ".",
+                f"{a['reflect_alpha']}{paired_only}{replicate}.",
             f"Teacher: rules, {taught}error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
             f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "

@@ -8,12 +8,11 @@ writes the files."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import statistics
 
-from .check import Settings, round_stage, settings_diff
+from .check import round_stage, settings_diff, with_defaults
 from .check_report import paired_change
 
 # A seed counts when every replicate gains and the mean gain is more than twice the replicates' standard
@@ -27,9 +26,8 @@ def _row(rows: list[dict], family: str, seed: int, stage: str) -> dict | None:
 
 def settings_mismatch(settings: list[dict]) -> list[str]:
     """What differs between the replicates' recorded settings ("i: name: a -> b"), aside from the number of rounds
-    (a longer run's round 3 is the same round) and reflect_seed (what makes a replicate). A setting added to the
-    check since a run counts as its default."""
-    full = [dataclasses.asdict(Settings()) | s for s in settings]
+    (a longer run's round 3 is the same round) and reflect_seed (what makes a replicate)."""
+    full = [with_defaults(s) for s in settings]
     return [f"{i}: {d}" for i, s in enumerate(full[1:], 1)
             for d in settings_diff(full[0], s, ignore=("rounds", "reflect_seed"))]
 
