@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RUN_CPUS = 4  # logical CPUs per trial: its driver, the Ray Train worker and the sampler tasks fit
 QUICK = {"seeds": "0", "steps": 600, "rounds": 1, "reflect_questions": 200, "train": 300}
-OPTIONAL = {"t5_lr": float, "reflect_questions": int, "taught": int}  # settings whose default is None
+OPTIONAL = {"t5_lr": float, "reflect_questions": int, "taught": int, "self_taught_from": str}  # settings whose default is None
 log = logging.getLogger("learning")
 
 
@@ -161,6 +161,7 @@ def main() -> None:
         prepare_seed,
         recorded_settings,
         reuse_phase1,
+        self_taught_source,
         settings_diff,
         student,
     )
@@ -217,11 +218,16 @@ def main() -> None:
         ap.error(f"--reflect-from {settings.reflect_from}: reflection needs a phase-1 mode with a recall "
                  f"({', '.join(m for m in MODES if MODES[m].recall)})")
 
+    if settings.self_taught_filter not in ("label", "truth"):
+        ap.error(f"--self-taught-filter {settings.self_taught_filter}: chains are kept by their 'label' or by the "
+                 "world's 'truth'")
     if settings.pretrain and "t5" in args.families.split(","):
         ap.error(f"--pretrain {settings.pretrain}: only causal students are pretrained here (--families llama)")
     try:  # a world these settings cannot make is one line, before the work folder is touched
         for seed in map(int, args.seeds.split(",")):
             check_world(settings, seed)
+        if settings.self_taught_from:
+            self_taught_source(settings)
     except ConfigError as e:
         ap.error(str(e))
 

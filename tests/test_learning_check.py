@@ -43,6 +43,7 @@ from tinythinker_ray.world.check_report import (
     markdown,
     paired_change,
     reflect_change,
+    self_taught_totals,
     sign_test,
 )
 from tinythinker_ray.world.rules import RulesSampler
@@ -206,6 +207,22 @@ def test_a_rounds_self_generation_is_split_by_outcome_and_judged_against_the_wor
     assert "llama round 1: recall 0.50/1.00 (0)." in markdown(line, meta)
 
 
+def test_the_report_says_what_the_self_taught_chains_added_and_how_true_they_were():
+    row = {"family": "llama", "seed": 0, "stage": FULL, "test": 0.5}
+    teacher = [{"self_taught": 266, "self_taught_recall_true": 0.7, "self_taught_analyses_true": 0.5},
+               {"self_taught": 34, "self_taught_recall_true": 0.9, "self_taught_analyses_true": 0.7}]
+    meta = report_meta(settings=dataclasses.asdict(Settings(self_taught_from="runs/w")),
+                       teacher={"kept": 1, "questions": 1, "relabelled": 0} | self_taught_totals(teacher))
+    assert ("Phase 1 was also taught 300 of the student's own chains that reached the label, one per untaught "
+            "question where one did, sampled by the phase-1 models of runs/w in their first reflect round (true "
+            "recalls 0.80, true analyses 0.60).") in markdown(aggregate([row], ["llama"], [0], rounds=0), meta)
+    meta["settings"]["self_taught_filter"] = "truth"
+    assert "reached the label and were true in every stage, one" in markdown(aggregate([row], ["llama"], [0],
+                                                                                       rounds=0), meta)
+    assert self_taught_totals([{"kept": 1}]) == {}
+    assert "also taught" not in markdown(aggregate([row], ["llama"], [0], rounds=0), report_meta())
+
+
 def test_mcnemar_p_is_exact_symmetric_and_one_when_nothing_changed():
     assert sign_test(0, 0) == 1.0
     assert sign_test(7, 2) == sign_test(2, 7) == pytest.approx(2 * (1 + 9 + 36) / 2**9)  # 0.180
@@ -280,7 +297,9 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
                                         (["--unseen", "1"], "--taught must be at most"),
                                         (["--unseen", "1", "--taught", "500"], "--taught must be at most"),
                                         (["--pretrain", "5"], "only causal students are pretrained"),
-                                        (["--refer", "she"], "--refer she")])
+                                        (["--refer", "she"], "--refer she"),
+                                        (["--self-taught-from", "nowhere"], "not a learning-check work folder"),
+                                        (["--self-taught-filter", "luck"], "by their 'label' or by the world's")])
 def test_bad_world_or_reflection_flags_are_one_line_before_the_work_folder_is_touched(tmp_path, flag, said):
     done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path / "work"), *flag],
                           capture_output=True, text=True, timeout=120)

@@ -99,6 +99,10 @@ class Settings:
     # added (x 1000) to the seed of reflection's sampling and training order: a run with another value from the
     # same phase 1 is a replicate, whose spread is the run-to-run noise (benchmarks/replicates.py)
     reflect_seed: int = 0
+    # a work folder made with these settings (reflection's aside) whose first round's label-reaching chains teach
+    # phase 1 here too, one per untaught question: the STaR-style diagnostic of world/self_taught.py
+    self_taught_from: str | None = None
+    self_taught_filter: str = "label"  # "truth": only chains true to the world in every stage (what labels cost)
     student: str = "llama 4 blocks, t5 2+2 blocks, tokenizer trained on the task text"
 
     def lr_of(self, family: str) -> float:
@@ -297,10 +301,42 @@ def prepare_seed(check: Check, seed: int) -> None:
     t0 = time.time()
     stats = teach(check.config(seed, check.teach_run(seed)))
     keep = ("questions", "samples", "parsed", "consistent", "kept", "relabelled", "questions_with_rationales")
-    cache.add({"family": "teacher", "seed": seed, "stage": "teach", **{k: stats[k] for k in keep},
-               "rows": {s: c["written"] for s, c in stats["rows"].items()}, "seconds": round(time.time() - t0, 1)})
+    row = {"family": "teacher", "seed": seed, "stage": "teach", **{k: stats[k] for k in keep},
+           "rows": {s: c["written"] for s, c in stats["rows"].items()}}
+    if check.settings.self_taught_from:
+        row |= self_taught(check, seed)
+    cache.add(row | {"seconds": round(time.time() - t0, 1)})
     log.info("seed %d: taught %d questions, kept %d rationales, relabelled %d (%.0f s)", seed, stats["questions"],
              stats["kept"], stats["relabelled"], time.time() - t0)
+
+
+def self_taught_source(s: Settings) -> Path:
+    """`s.self_taught_from`, refused unless it is a work folder whose phase 1 was made with `s`, reflection's aside."""
+    source = Path(s.self_taught_from).resolve()
+    before = recorded_settings(source)
+    if before is None:
+        raise ConfigError(f"--self-taught-from {source}: not a learning-check work folder (no {SETTINGS_FILE})")
+    ignore = (*REFLECT_SETTINGS, "self_taught_from", "self_taught_filter")
+    if diff := settings_diff(before, dataclasses.asdict(s), ignore=ignore):
+        raise ConfigError(f"--self-taught-from {source}: its phase 1 was made with other settings ({', '.join(diff)})")
+    return source
+
+
+def self_taught(check: Check, seed: int) -> dict:
+    """The seed's teacher output extended with the source work folder's self-taught chains (world/self_taught.py);
+    refused unless that folder's phase 1 was made with these settings, reflection's aside."""
+    from ..rundir import RunDir
+    from . import synth
+    from .self_taught import add_self_taught, same_world, source_generations
+
+    s = check.settings
+    source = self_taught_source(s)
+    same_world(Check(source, s).data_dir(seed), check.data_dir(seed))
+    world = synth.load_world(check.data_dir(seed))
+    added = add_self_taught(source_generations(source, seed, s.reflect_from), RunDir(check.teach_run(seed)).teach,
+                            truth=lambda q: world_truth(world, q), only_true=s.self_taught_filter == "truth")
+    log.info("seed %d: phase 1 also taught %d self-generated chains from %s", seed, added["self_taught"], source)
+    return added
 
 
 def student(check: Check, family: str, seed: int) -> str:

@@ -207,7 +207,12 @@ def markdown(lines: list[dict], meta: dict) -> str:
             f"Teacher: rules, {taught}error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
             f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
-            f"rationales for {t['questions']} questions and relabelled {t['relabelled']}.",
+            f"rationales for {t['questions']} questions and relabelled {t['relabelled']}."
+            + (f" Phase 1 was also taught {t['self_taught']} of the student's own chains that reached the label"
+               + (" and were true in every stage" if a.get("self_taught_filter") == "truth" else "")
+               + f", one per untaught question where one did, sampled by the phase-1 models of {a['self_taught_from']} in "
+               f"their first reflect round (true recalls {t['self_taught_recall_true']:.2f}, true analyses "
+               f"{t['self_taught_analyses_true']:.2f})." if t.get("self_taught") else ""),
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties, general "
             f"facts of kind '{a.get('key', 'fact')}'"
             + (f", {a['unseen']} entities per category only in label-only questions" if a.get("unseen") else "")
@@ -267,6 +272,15 @@ def majority_share(teach_run: Path) -> float:
     return max(Counter(labels).values()) / len(labels)
 
 
+def self_taught_totals(teacher: list[dict]) -> dict:
+    """The self-taught chains over the seeds (world/self_taught.py): their count and mean shares of true stages."""
+    rows = [r for r in teacher if r.get("self_taught")]
+    if not rows:
+        return {}
+    return {"self_taught": sum(r["self_taught"] for r in rows),
+            **{k: statistics.fmean(r[k] for r in rows) for k in ("self_taught_recall_true", "self_taught_analyses_true")}}
+
+
 def write_report(check, rows: list[dict], families: list[str], seeds: list[int], seconds: float | None, cached: int,
                  out: Path) -> str:
     """learning.{json,md,png} in `out` from the cache's rows; a human-written interpretation is kept."""
@@ -284,7 +298,8 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
             "kept": kept_by_valid(rows, families, seeds, check.settings.reflect_from),
             "oracle": statistics.fmean(oracles) if oracles else float("nan"),
             "majority": statistics.fmean(majority_share(check.teach_run(s)) for s in seeds),
-            "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")},
+            "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")}
+            | self_taught_totals(teacher),
             "unit_seconds": sum(r.get("seconds") or 0 for r in mine),
             "unit_train_seconds": sum(r.get("train_seconds") or 0 for r in mine),
             "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"}
