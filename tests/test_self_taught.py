@@ -17,7 +17,15 @@ from tinythinker_ray.storage import read_jsonl, write_jsonl
 from tinythinker_ray.teacher.filters import Rationale
 from tinythinker_ray.teacher.stages import STAGES, question_rows
 from tinythinker_ray.world import synth
-from tinythinker_ray.world.check import SETTINGS_FILE, Check, Settings, self_taught_source, world_truth
+from tinythinker_ray.world.check import (
+    SETTINGS_FILE,
+    Check,
+    Settings,
+    self_taught,
+    self_taught_source,
+    synth_config,
+    world_truth,
+)
 from tinythinker_ray.world.self_taught import add_self_taught, chosen_chains, same_world, source_generations
 
 
@@ -102,3 +110,32 @@ def test_a_source_with_another_phase1_another_world_or_no_rounds_is_refused(tmp_
     synth.write(SynthConfig(train=30, valid=2, test=6, seed=1), b.data_dir(0))
     with pytest.raises(ConfigError, match="must come from the same world"):
         same_world(a.data_dir(0), b.data_dir(0))
+
+
+def test_a_seeds_teacher_output_gains_the_sources_chains_through_the_checks_own_unit(tmp_path):
+    """check.self_taught, as prepare_seed calls it: the source's settings and world are checked, its round-1
+    chains of the untaught questions join this work folder's teacher rows, and the filter setting is honoured."""
+    settings = Settings(train=30, valid=2, test=6, taught=1)
+    source = Check(tmp_path / "source", settings)
+    source.work.mkdir()
+    (source.work / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    synth.write(synth_config(settings, 0), source.data_dir(0))
+    world = synth.load_world(source.data_dir(0))
+    taught, *untaught = load_benchmark("custom", str(source.data_dir(0))).train[:3]
+    gens = RunDir(source.seed_dir(0) / "llama" / FULL).reflect(1).generations
+    lucky = synth.explain(world, taught)  # right answer, another question's recall
+    write_jsonl(gens, [{"question": q.to_dict(), "chains": [chain(lucky.knowledge, synth.explain(world, q).reasons,
+                                                                  q.answer)]} for q in untaught])
+
+    for only, expected in (("label", 2), ("truth", 0)):
+        here = Check(tmp_path / only, dataclasses.replace(settings, self_taught_from=str(source.work),
+                                                         self_taught_filter=only))
+        synth.write(synth_config(settings, 0), here.data_dir(0))
+        teach = RunDir(here.teach_run(0)).teach
+        teacher = synth.explain(world, taught)
+        for stage, rows in question_rows(taught, taught.answer, [Rationale(teacher.knowledge, taught.answer,
+                                                                           teacher.reasons)]).items():
+            write_jsonl(teach.stage(stage), rows)
+        added = self_taught(here, 0)
+        assert added["self_taught"] == expected
+        assert len(list(read_jsonl(teach.stage("recall")))) == 1 + expected
