@@ -43,6 +43,7 @@ from tinythinker_ray.world.check_report import (
     markdown,
     paired_change,
     reflect_change,
+    self_taught_change,
     self_taught_totals,
     sign_test,
 )
@@ -221,6 +222,25 @@ def test_the_report_says_what_the_self_taught_chains_added_and_how_true_they_wer
                                                                                        rounds=0), meta)
     assert self_taught_totals([{"kept": 1}]) == {}
     assert "also taught" not in markdown(aggregate([row], ["llama"], [0], rounds=0), report_meta())
+
+
+def test_a_self_taught_phase1_is_paired_with_the_source_phase1_it_extends(tmp_path):
+    source = Check(tmp_path / "source", Settings())
+    check = Check(tmp_path / "work", Settings(self_taught_from=str(source.work)))
+    for c, right in ((source, [True, True, False, False, False, True]), (check, [True, False, True, True, True, True])):
+        synth.write(SynthConfig(train=30, valid=2, test=6, options=3), c.data_dir(0))
+        test = load_benchmark("custom", str(c.data_dir(0))).test
+        results = RunDir(c.seed_dir(0) / "llama" / FULL).eval("sft").results
+        results.parent.mkdir(parents=True)
+        write_jsonl(results, [{"id": q.id, "correct": ok} for q, ok in zip(test, right, strict=True)])
+    row = {"family": "llama", "seed": 0, "stage": FULL, "test": 0.83}
+    assert self_taught_change(check, [row], ["llama"], [0]) == {0: {"fixed": 3, "broken": 1, "p": 0.625}}
+    assert self_taught_change(check, [row | {"seed": 1}], ["llama"], [1]) == {}  # never evaluated
+    assert self_taught_change(source, [row], ["llama"], [0]) == {}  # not a self-taught check
+    meta = report_meta(settings=dataclasses.asdict(check.settings),
+                       vs_source=self_taught_change(check, [row], ["llama"], [0]))
+    assert (f"Against the phase 1 of {source.work} on the same test questions (fixed / broken, two-sided exact "
+            "McNemar p; seed): +3 / -1 (p 0.62; 0).") in markdown(aggregate([row], ["llama"], [0], rounds=0), meta)
 
 
 def test_mcnemar_p_is_exact_symmetric_and_one_when_nothing_changed():

@@ -14,7 +14,16 @@ from pathlib import Path
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
 from ..rundir import RunDir
-from .check import ROUND, held_out_outcomes, is_round, round_number, round_stage, selfgen_truth, stages_right
+from .check import (
+    ROUND,
+    Check,
+    held_out_outcomes,
+    is_round,
+    round_number,
+    round_stage,
+    selfgen_truth,
+    stages_right,
+)
 
 SHORT = {"summarize": "S", "recall_summarize": "R+S", "analyze_summarize": "A+S", FULL: "R+A+S"}
 MD_KEEP = "## Interpretation"  # what follows this heading in an existing learning.md is kept
@@ -51,6 +60,12 @@ def pooled(changes) -> dict:
     disjoint). With a phase 1 near the ceiling one seed's test has too few changed questions for any p to be small;
     together they can say whether the rounds gain at all."""
     return change(*(sum(c[k] for c in changes) for k in ("fixed", "broken")))
+
+
+def paired_text(per_seed: dict) -> str:
+    """Paired changes per seed, then (more than one seed) all seeds' changed questions together."""
+    per = {**per_seed, **({"all seeds": pooled(per_seed.values())} if len(per_seed) > 1 else {})}
+    return ", ".join(f"+{c['fixed']} / -{c['broken']} (p {c['p']:.2f}; {seed})" for seed, c in per.items())
 
 
 def kept_by_valid(rows: list[dict], families: list[str], seeds: list[int], reflect_from: str) -> list[dict]:
@@ -163,14 +178,9 @@ def markdown(lines: list[dict], meta: dict) -> str:
             for ln in truths) + "."]
     changed = [ln for ln in lines if ln["vs_phase1"]]
     if changed:
-        def pairs(ln: dict) -> str:  # per seed, then (more than one seed) all seeds' changed questions together
-            per = {**ln["vs_phase1"], **({"all seeds": pooled(ln["vs_phase1"].values())}
-                                         if len(ln["vs_phase1"]) > 1 else {})}
-            return ", ".join(f"+{c['fixed']} / -{c['broken']} (p {c['p']:.2f}; {seed})" for seed, c in per.items())
-
         out += ["", f"Each reflect round against the {SHORT[base]} model the rounds started from, on the same test "
                     "questions (fixed / broken, two-sided exact McNemar p; seed): " + "; ".join(
-            f"{ln['family']} round {round_number(ln['stage'])}: {pairs(ln)}" for ln in changed) + "."]
+            f"{ln['family']} round {round_number(ln['stage'])}: {paired_text(ln['vs_phase1'])}" for ln in changed) + "."]
     if meta.get("kept"):
         def kept(k: dict) -> str:
             if not is_round(k["stage"]):
@@ -212,7 +222,9 @@ def markdown(lines: list[dict], meta: dict) -> str:
                + (" and were true in every stage" if a.get("self_taught_filter") == "truth" else "")
                + f", one per untaught question where one did, sampled by the phase-1 models of {a['self_taught_from']} in "
                f"their first reflect round (true recalls {t['self_taught_recall_true']:.2f}, true analyses "
-               f"{t['self_taught_analyses_true']:.2f})." if t.get("self_taught") else ""),
+               f"{t['self_taught_analyses_true']:.2f})." if t.get("self_taught") else "")
+            + (f" Against the phase 1 of {a['self_taught_from']} on the same test questions (fixed / broken, two-sided "
+               f"exact McNemar p; seed): {paired_text(meta['vs_source'])}." if meta.get("vs_source") else ""),
             f"World: {a['categories']} categories, {a['entities']} entities, {a['properties']} properties, general "
             f"facts of kind '{a.get('key', 'fact')}'"
             + (f", {a['unseen']} entities per category only in label-only questions" if a.get("unseen") else "")
@@ -265,6 +277,21 @@ def reflect_change(check, row: dict) -> dict | None:
     return paired_change(start, end) if start and end else None
 
 
+def self_taught_change(check, rows: list[dict], families: list[str], seeds: list[int]) -> dict:
+    """With --self-taught-from: per seed, this phase-1 model against the source's (taught the teacher's rationales
+    only) on the same test questions; {} without the setting or an evaluation on disk."""
+    s = check.settings
+    if not s.self_taught_from:
+        return {}
+    source, out = Check(Path(s.self_taught_from), s), {}
+    for r in rows:
+        if r["family"] in families[:1] and r["seed"] in seeds and r["stage"] == s.reflect_from:
+            before, after = held_out_outcomes(source, r), held_out_outcomes(check, r)
+            if before and after:
+                out[r["seed"]] = paired_change(before, after)
+    return dict(sorted(out.items()))
+
+
 def majority_share(teach_run: Path) -> float:
     """What always answering one letter scores on the seed's test split (at best): the real floor, since a student
     that learned nothing but the answer format tends to do exactly that."""
@@ -300,6 +327,7 @@ def write_report(check, rows: list[dict], families: list[str], seeds: list[int],
             "majority": statistics.fmean(majority_share(check.teach_run(s)) for s in seeds),
             "teacher": {k: sum(r[k] for r in teacher) for k in ("questions", "kept", "relabelled")}
             | self_taught_totals(teacher),
+            "vs_source": self_taught_change(check, rows, families, seeds),
             "unit_seconds": sum(r.get("seconds") or 0 for r in mine),
             "unit_train_seconds": sum(r.get("train_seconds") or 0 for r in mine),
             "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"}
