@@ -220,6 +220,11 @@ def nodes(s3, tmp_path_factory):
     # the bucket (s3 fixture) and the teacher's key (test_teach_e2e sets it at import), as cluster/node_env.sh
     # exports secrets before `ray start`. Ports with fixed defaults are chosen free: other Rays share the machine.
     dashboard, head_temp = _free_port(), _short_temp("tt-cluster-head-")
+    # Cluster() writes the head's address to /tmp/ray/ray_current_cluster whatever the head's temp dir, and does
+    # not create /tmp/ray: on a clean machine where no Ray ran yet, setup failed with FileNotFoundError.
+    from ray._common.utils import get_ray_address_file
+
+    os.makedirs(os.path.dirname(get_ray_address_file(None)), exist_ok=True)
     found = None
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "temp_dir": head_temp, "include_dashboard": True, "dashboard_host": "127.0.0.1",
