@@ -285,6 +285,7 @@ def self_taught_change(check, rows: list[dict], families: list[str], seeds: list
         return {}
     source, out = Check(Path(s.self_taught_from), s), {}
     for r in rows:
+        # one family, so the result is keyed by seed: the first (by default the Llama, whose chains teach)
         if r["family"] in families[:1] and r["seed"] in seeds and r["stage"] == s.reflect_from:
             before, after = held_out_outcomes(source, r), held_out_outcomes(check, r)
             if before and after:
