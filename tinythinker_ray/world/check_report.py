@@ -250,7 +250,7 @@ def chart(lines: list[dict], meta: dict, path: Path) -> None:
     families = list(dict.fromkeys(ln["family"] for ln in lines))
     stages = list(dict.fromkeys(ln["stage"] for ln in lines))
     width = 0.8 / max(len(families), 1)
-    fig, ax = plt.subplots(figsize=(1.3 * len(stages) + 2, 4))
+    fig, ax = plt.subplots(figsize=(max(1.3 * len(stages) + 2, 6), 4))  # 6 in: the title fits a one-bar chart
     for i, family in enumerate(families):
         got = {ln["stage"]: ln for ln in lines if ln["family"] == family}
         xs = [j + (i - (len(families) - 1) / 2) * width for j, s in enumerate(stages) if s in got]
@@ -301,12 +301,14 @@ def majority_share(teach_run: Path) -> float:
 
 
 def self_taught_totals(teacher: list[dict]) -> dict:
-    """The self-taught chains over the seeds (world/self_taught.py): their count and mean shares of true stages."""
+    """The self-taught chains over the seeds (world/self_taught.py): their count and shares of true stages, each
+    seed weighted by its number of chains (the share of all chains added, not a mean of per-seed shares)."""
     rows = [r for r in teacher if r.get("self_taught")]
     if not rows:
         return {}
-    return {"self_taught": sum(r["self_taught"] for r in rows),
-            **{k: statistics.fmean(r[k] for r in rows) for k in ("self_taught_recall_true", "self_taught_analyses_true")}}
+    total = sum(r["self_taught"] for r in rows)
+    return {"self_taught": total, **{k: sum(r[k] * r["self_taught"] for r in rows) / total
+                                     for k in ("self_taught_recall_true", "self_taught_analyses_true")}}
 
 
 def write_report(check, rows: list[dict], families: list[str], seeds: list[int], seconds: float | None, cached: int,
