@@ -216,7 +216,8 @@ def test_the_report_says_what_the_self_taught_chains_added_and_how_true_they_wer
                        teacher={"kept": 1, "questions": 1, "relabelled": 0} | self_taught_totals(teacher))
     assert ("Phase 1 was also taught 300 of the student's own chains that reached the label, one per untaught "
             "question where one did, sampled by the phase-1 models of runs/w in their first reflect round (true "
-            "recalls 0.72, true analyses 0.52).")  # weighted by chains: (266 x 0.7 + 34 x 0.9) / 300 in markdown(aggregate([row], ["llama"], [0], rounds=0), meta)
+            "recalls 0.72, true analyses 0.52).") in markdown(aggregate([row], ["llama"], [0], rounds=0), meta)
+    # 0.72, 0.52: weighted by chains, (266 x 0.7 + 34 x 0.9) / 300 and (266 x 0.5 + 34 x 0.7) / 300
     meta["settings"]["self_taught_filter"] = "truth"
     assert "reached the label and were true in every stage, one" in markdown(aggregate([row], ["llama"], [0],
                                                                                        rounds=0), meta)
