@@ -306,9 +306,9 @@ def self_taught_totals(teacher: list[dict]) -> dict:
     rows = [r for r in teacher if r.get("self_taught")]
     if not rows:
         return {}
-    total = sum(r["self_taught"] for r in rows)
-    return {"self_taught": total, **{k: sum(r[k] * r["self_taught"] for r in rows) / total
-                                     for k in ("self_taught_recall_true", "self_taught_analyses_true")}}
+    chains = [r["self_taught"] for r in rows]
+    return {"self_taught": sum(chains), **{k: statistics.fmean([r[k] for r in rows], weights=chains)
+                                           for k in ("self_taught_recall_true", "self_taught_analyses_true")}}
 
 
 def write_report(check, rows: list[dict], families: list[str], seeds: list[int], seconds: float | None, cached: int,
