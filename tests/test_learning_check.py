@@ -75,6 +75,11 @@ def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_n
     analyze = markdown(lines, meta | {"settings": meta["settings"] | {"reflect_mode": "analyze"}})
     assert "(recall / analyze, seed; built for both, trained on the analyze pairs only)" in analyze
     assert "alpha 0.5, analyze pairs only." in analyze and "pairs only" not in markdown(lines, meta)
+    rows = [{**r, "pairs": {"recall": 10, "analyze": 40, "summarize": 7 + r["seed"]}} for r in rows]
+    summary = markdown(aggregate(rows, ["llama"], [0, 1, 2], rounds=1),
+                       meta | {"settings": meta["settings"] | {"reflect_mode": "recall_analyze_summarize"}})
+    assert "(recall / analyze / summarize, seed): llama round 1: 10/40/7 (0), 10/40/8 (1), 10/40/9 (2)." in summary
+    assert "alpha 0.5, summary pairs too (our addition)." in summary
     replicate = markdown(lines, meta | {"settings": meta["settings"] | {"reflect_seed": 2}})
     assert "alpha 0.5, reflect seed 2." in replicate and "reflect seed" not in markdown(lines, meta)
 
@@ -312,7 +317,7 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
                                         (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall"),
                                         (["--error-scope", "always"], "per 'sample' or per 'question'"),
                                         (["--reflect-over", "some"], "on 'taught' or 'all' training"),
-                                        (["--reflect-mode", "summarize"], "pairs are one of ['recall', 'analyze'"),
+                                        (["--reflect-mode", "summary"], "pairs are one of ['recall', 'analyze'"),
                                         (["--taught", "601"], "covers 1..600 (--train)"),
                                         (["--options", "5"], "5 options need as many categories"),
                                         (["--unseen", "1"], "--taught must be at most"),

@@ -16,6 +16,8 @@ from tinythinker_ray.reflect.pairs import (
     analyze_requests,
     build_analyze_pairs,
     build_recall_pairs,
+    build_summarize_pairs,
+    paired_stages,
     teacher_chains,
 )
 
@@ -272,3 +274,37 @@ def test_reflecting_over_all_questions_adds_the_untaught_ones_with_their_benchma
     assert [(q.id, q.answer) for q in every] == [("q1", "B"), ("q3", "A")]
     out = pairs([recall_row(chain("sky.", "A"), chain("water.", "B"), chain("fire.", "C"), q=every[1])])
     assert [(p["chosen"], p["rejected"]) for p in out] == [("sky.", "water.")]
+
+
+# ----- summarize (our addition: the reference pairs no summaries) -------------------------------------------
+
+FLIPPED = [["A", "fish do not live in water."], ["B", "fish live in the sky."], ["C", "deserts are dry."]]
+
+
+def test_a_chain_whose_summary_missed_the_label_gives_one_summarize_pair_on_its_own_stages():
+    rows = [recall_row(chain("Fish live in water.", "A"), chain("Fish live in water.", "B", FLIPPED),
+                       chain("Fish live in water.", "B", FLIPPED), chain("Fish fly.", None))]
+    out = list(build_summarize_pairs(rows))
+    assert out == [
+        {"prompt": fmt.summarize_input(Q, "Fish live in water.", FLIPPED), "chosen": "So the answer is option A.",
+         "rejected": "So the answer is option B.", "qid": "q1", "stage": "summarize"},  # the twin deduplicated
+        {"prompt": fmt.summarize_input(Q, "Fish fly.", ANALYSES), "chosen": "So the answer is option A.",
+         "rejected": "So the answer is option None.", "qid": "q1", "stage": "summarize"}]  # unparsed: rejected
+
+
+def test_summarize_pairs_skip_right_chains_and_prompts_on_both_sides():
+    both = [chain("r.", "A"), chain("r.", "B")]  # one prompt, two summaries: no preference to learn
+    assert list(build_summarize_pairs([recall_row(chain("good.", "A"), *both)])) == []
+
+
+def test_a_chain_without_analyses_pairs_the_summary_its_student_saw():
+    """A recall_summarize student's chains come with analyses [] (selfgen): the prompt has no Analyze part."""
+    row = recall_row({"recall": "Fish fly.", "analyses": [], "summary": "So the answer is option B.",
+                      "prediction": "B"})
+    (p,) = build_summarize_pairs([row])
+    assert p["prompt"] == fmt.summarize_input(Q, "Fish fly.", None) and "Analyze:" not in p["prompt"]
+
+
+def test_paired_stages_add_summarize_only_when_a_round_paired_summaries():
+    assert paired_stages([{"recall_pairs": 3, "analyze_pairs": 0}]) == ["recall", "analyze"]
+    assert paired_stages([{"recall_pairs": 3}, {"summarize_pairs": 0}]) == ["recall", "analyze", "summarize"]

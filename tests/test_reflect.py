@@ -117,7 +117,7 @@ def config(run_dir: Path, *extra: str):
         "sampler.kv_cache_gib=0.25", "sampler.max_model_len=512", "eval.batch_size=16", *extra])
 
 
-def check_rounds(run_dir: Path, records: list[dict], sft_best: str, stages=("recall", "analyze")) -> None:
+def check_rounds(run_dir: Path, records: list[dict], sft_best: str, stages: tuple[str, ...]) -> None:
     assert [r["round"] for r in records] == [1, 2]
     assert records[0]["reference"] == str(Path(sft_best).resolve())
     assert records[1]["reference"] == records[0]["best"]  # round 2 starts from and refers to round 1's best
@@ -131,9 +131,10 @@ def check_rounds(run_dir: Path, records: list[dict], sft_best: str, stages=("rec
         assert sorted(g["qid"] for g in gens) == [f"q{i}" for i in range(9)]
         assert all(len(g["chains"]) == 4 for g in gens)
         # pairs were made for every trained stage and written as counted
-        for stage in ("recall", "analyze"):
-            assert (r[f"{stage}_pairs"] > 0) == (stage in stages)
-            assert len(list(read_jsonl(it / f"{stage}_pairs.jsonl"))) == r[f"{stage}_pairs"]
+        for stage in ("recall", "analyze", "summarize"):
+            assert (r.get(f"{stage}_pairs", 0) > 0) == (stage in stages)
+            if stage in stages:
+                assert len(list(read_jsonl(it / f"{stage}_pairs.jsonl"))) == r[f"{stage}_pairs"]
         # training moved the policy toward the chosen side: its log-prob margin on the pairs grew
         assert sorted(r["logp_margin"]) == sorted(stages)
         for stage, m in r["logp_margin"].items():
@@ -161,10 +162,11 @@ def test_reflect_two_rounds_causal_student_on_vllm(tmp_path, tiny_llama, ray_loc
 
 
 def test_reflect_two_rounds_t5_on_hf_resume_and_clean_stop(tmp_path, tiny_t5, ray_local, capsys):
+    """All three stages paired (the summary pairs are our addition; the authors' default pairs two)."""
     sft_best = build_run(tmp_path, tiny_t5)
-    cfg = config(tmp_path)
+    cfg = config(tmp_path, "reflect.mode=recall_analyze_summarize")
     records = reflect(cfg)
-    check_rounds(tmp_path, records, sft_best)
+    check_rounds(tmp_path, records, sft_best, stages=("recall", "analyze", "summarize"))
 
     # self-generation resumes: a killed writer left 3 rows and a torn line; only the other 6 are generated
     gens = tmp_path / "reflect" / "iter_1" / "generations.jsonl"
@@ -176,7 +178,8 @@ def test_reflect_two_rounds_t5_on_hf_resume_and_clean_stop(tmp_path, tiny_t5, ra
 
     # a third round that cannot make enough pairs is recorded and ends the phase without an error
     capsys.readouterr()
-    assert main(config(tmp_path, "reflect.iterations=3", "reflect.batch_size=1000"), []) == 0
+    assert main(config(tmp_path, "reflect.mode=recall_analyze_summarize", "reflect.iterations=3",
+                       "reflect.batch_size=1000"), []) == 0
     out = capsys.readouterr().out
     third = json.loads((tmp_path / "reflect" / "iter_3" / "record.json").read_text())
     assert "too few preference pairs" in third["stopped"] and "stopping" in out and "stopped" in out

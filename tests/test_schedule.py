@@ -80,3 +80,10 @@ def test_pair_plan_sizes_blocks_from_pair_counts_like_the_reference():
     assert plan == [("analyze", 4)] and total == 8
     with pytest.raises(ConfigError):
         pair_plan({}, batch_size=8, world_size=1, cycles=1)
+
+
+def test_pair_plan_sizes_the_summarize_block_from_its_own_pairs():
+    """Our addition (the reference pairs no summaries): a block like the recall block, after the analyze one."""
+    plan, total = pair_plan({"recall": 100, "analyze": 480, "summarize": 40}, batch_size=8, world_size=2, cycles=2)
+    assert plan == [("recall", 7), ("analyze", 35), ("summarize", 3)] and total == 90  # 40 // 16 + 1
+    assert pair_plan({"summarize": 5}, batch_size=8, world_size=1, cycles=3) == ([("summarize", 1)], 3)

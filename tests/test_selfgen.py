@@ -78,6 +78,9 @@ def test_a_recall_summarize_student_self_generates_recalls_and_summaries_only(tm
     ("recall_summarize", "analyze", None),
     ("analyze_summarize", "recall_analyze", ()),  # no recall: no phase 2 (`run` skips it)
     ("summarize", "recall", ()),
+    (FULL, "recall_analyze_summarize", ("recall", "analyze", "summarize")),  # summary pairs: our addition
+    ("recall_summarize", "recall_analyze_summarize", ("recall", "summarize")),
+    ("recall_summarize", "summarize", ("summarize",)),
 ])
 def test_reflected_stages_are_those_the_phase_1_mode_has(sft_mode, reflect_mode, stages):
     cfg = build_config({"sft": {"mode": sft_mode}, "reflect": {"mode": reflect_mode}})

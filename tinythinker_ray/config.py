@@ -24,7 +24,7 @@ from .backends import BACKENDS
 from .core.modes import FULL, MODES
 from .errors import ConfigError
 
-ReflectMode = Literal["recall", "analyze", "recall_analyze"]
+ReflectMode = Literal["recall", "analyze", "recall_analyze", "summarize", "recall_analyze_summarize"]
 Split = Literal["train", "valid", "test"]
 
 
@@ -237,7 +237,8 @@ class SFTConfig(_Section):
 
 class ReflectConfig(_Section):
     iterations: int = Field(5, ge=1, description="self-reflection rounds")
-    mode: ReflectMode = Field("recall_analyze", description="stages that get preference pairs")
+    mode: ReflectMode = Field("recall_analyze", description="stages that get preference pairs (the authors: "
+                                                            "recall_analyze; summary pairs are our addition)")
     samples: int = Field(10, ge=1, description="recall samples per question")
     temperature: float = Field(0.7, ge=0, description="sampling temperature of self-generation")
     temperature_decay: float = Field(0.0, ge=0, description="subtracted per sampling pass, as the reference "

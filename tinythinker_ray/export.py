@@ -21,6 +21,7 @@ from .config import Config
 from .core.modes import FULL, get_mode, mode_sample
 from .core.records import Question
 from .errors import ConfigError
+from .reflect.pairs import paired_stages
 from .report import _rounds, _table
 from .rundir import RunDir
 from .storage import atomic_dir, atomic_write_text, cache_root, copy_tree, fetch_folder, is_remote
@@ -212,9 +213,10 @@ def model_card(run: Path, source: Path, settings: dict, *, seq2seq: bool, arch: 
                                         evals) if evals else "_no evaluation in this run_"]
     rounds = _rounds(RunDir(run))
     if rounds:
+        stages = paired_stages(rounds)
         parts += ["\n## Reflection rounds\n", _table(
-            ["round", "recall pairs", "analyze pairs", "val accuracy"],
-            [[r.get("round", "-"), r.get("recall_pairs", "-"), r.get("analyze_pairs", "-"),
+            ["round", *(f"{s} pairs" for s in stages), "val accuracy"],
+            [[r.get("round", "-"), *(r.get(f"{s}_pairs", "-") for s in stages),
               "stopped: " + r["stopped"] if r.get("stopped") else _pct(r.get("val_accuracy"))] for r in rounds])]
     parts += [
         "\n## Prompt format\n",

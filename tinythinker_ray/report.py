@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .reflect.pairs import paired_stages
 from .rundir import RunDir
 from .storage import atomic_open, atomic_write_text, read_jsonl
 
@@ -139,9 +140,10 @@ def write_report(run: RunDir | str | Path) -> Path:
                          [[m.get("step"), m["val_accuracy"], _loss_at(metrics, m.get("step", 0))] for m in points])]
     rounds = _rounds(run)
     if rounds:
+        stages = paired_stages(rounds)
         parts += ["\n## Reflection rounds", _table(
-            ["round", "recall pairs", "analyze pairs", "margin start", "margin end", "val accuracy"],
-            [[r.get("round"), r.get("recall_pairs"), r.get("analyze_pairs"), r.get("margin_start"),
+            ["round", *(f"{s} pairs" for s in stages), "margin start", "margin end", "val accuracy"],
+            [[r.get("round"), *(r.get(f"{s}_pairs") for s in stages), r.get("margin_start"),
               r.get("margin_end"), r.get("val_accuracy")] for r in rounds])]
     png = plot(run, run.plot)
     if png:

@@ -5,8 +5,9 @@ i-1 (round 1: --model / student.model when given, else run_dir/sft/best). Each r
 run_dir/reflect/iter_<i>/:
   1. self-generation on the chain pool (selfgen.py)       generations.jsonl, analyze_generations.jsonl
   2. preference pairs (pairs.py)                          recall_pairs.jsonl, analyze_pairs.jsonl
+                                                          (+ summarize_pairs.jsonl when reflect.mode pairs them)
   3. reference log-probs, one Ray Data pass (reference.py)
-  4. RPO on Ray Train + DeepSpeed (train.loop.fit): the recall / analyze blocks sized from the pair counts,
+  4. RPO on Ray Train + DeepSpeed (train.loop.fit): the recall / analyze / summarize blocks sized from the pair counts,
      `cycles` times around; chain accuracy on validation + a checkpoint after every cycle; best -> best/
   5. record.json (pairs, losses, reward margins, log-prob margins, accuracy, reference, seconds)
 A finished round is a manifest step ("reflect/iter_<i>", and its record.json): a rerun resumes at the first
@@ -36,21 +37,30 @@ from ..train.batches import check_truncated, collate_pairs
 from ..train.loop import FitSpec, Objective, fit
 from ..train.losses import rpo_step_loss
 from ..train.schedule import pair_plan, schedule, steps_per_epoch
-from .pairs import analyze_requests, build_analyze_pairs, build_recall_pairs, teacher_chains
+from .pairs import (
+    analyze_requests,
+    build_analyze_pairs,
+    build_recall_pairs,
+    build_summarize_pairs,
+    paired_stages,
+    teacher_chains,
+)
 from .selfgen import generate_analyses, generate_recalls
 
 log = logging.getLogger(__name__)
-STAGES = {"recall": ("recall",), "analyze": ("analyze",), "recall_analyze": ("recall", "analyze")}
+STAGES = {"recall": ("recall",), "analyze": ("analyze",), "recall_analyze": ("recall", "analyze"),
+          "summarize": ("summarize",), "recall_analyze_summarize": ("recall", "analyze", "summarize")}
 
 
 def reflected_stages(cfg: Config) -> tuple[str, ...]:
     """The stages that get pairs: reflect.mode's, of those the student's phase-1 mode (sft.mode) has; () for a
     mode without a recall (summarize, analyze_summarize: self-generation samples recalls, so there is no phase 2).
-    The paper reflects its full model; a recall_summarize student reflects on its recalls only."""
+    The paper reflects its full model; a recall_summarize student reflects on its recalls (and its summaries, with
+    summary pairs on)."""
     mode = get_mode(cfg.sft.mode)
     if not mode.recall:
         return ()
-    stages = tuple(s for s in STAGES[cfg.reflect.mode] if getattr(mode, s))
+    stages = tuple(s for s in STAGES[cfg.reflect.mode] if s in mode.stages)
     if not stages:
         raise ConfigError(f"config key 'reflect.mode': {cfg.reflect.mode} reflects no stage that sft.mode "
                           f"{cfg.sft.mode} has (set reflect.mode to recall)")
@@ -104,7 +114,7 @@ def first_model(cfg: Config, model: str | None) -> str:
 # ----- one round --------------------------------------------------------------------------------------------
 
 def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
-    """Self-generate with `policy` and build the round's pairs; both pair files are written."""
+    """Self-generate with `policy` and build the round's pairs; each reflected stage's pair file is written."""
     questions = training_questions(cfg)
     if not questions:
         raise ConfigError("reflect: no training questions (check data.* and reflect.max_questions)")
@@ -119,9 +129,13 @@ def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
         agens = generate_analyses(cfg, policy, requests, it.analyze_generations, seed=seed)
         teacher_analyses = {qid: [c["analyses"] for c in cs if c["analyses"]] for qid, cs in teacher.items()}
         analyze = list(build_analyze_pairs(read_jsonl(agens), teacher_analyses, rng))
+    summarize: list[dict] = []
+    if "summarize" in reflected_stages(cfg):  # our addition (pairs.py): from the same recall generations
+        summarize = list(build_summarize_pairs(read_jsonl(gens)))
+        write_jsonl(it.pairs("summarize"), summarize)
     write_jsonl(it.pairs("recall"), recall)
     write_jsonl(it.pairs("analyze"), analyze)
-    return {"recall": recall, "analyze": analyze}
+    return {"recall": recall, "analyze": analyze, "summarize": summarize}
 
 
 def _margins(metrics_path: Path) -> dict:
@@ -154,6 +168,8 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     pairs = make_pairs(cfg, policy, it)
     record = {"round": round_, "reference": policy, "recall_pairs": len(pairs["recall"]),
               "analyze_pairs": len(pairs["analyze"])}
+    if "summarize" in reflected_stages(cfg):
+        record["summarize_pairs"] = len(pairs["summarize"])
     per_step = r.batch_size * tc.num_workers
     trainable = {s: pairs[s] for s in reflected_stages(cfg) if len(pairs[s]) >= per_step}
     if not trainable:
@@ -168,8 +184,8 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     check_truncated(cut, cfg.student.max_length, cfg.student.max_truncated_share)
     plan, total = pair_plan({s: len(p) for s, p in trainable.items()}, r.batch_size, tc.num_workers, r.cycles)
     steps = schedule(sizes, plan, max_steps=total)
-    log.info("[reflect %d] pairs: recall %d, analyze %d | plan %s | %d steps on %d worker(s)", round_,
-             record["recall_pairs"], record["analyze_pairs"], plan, total, tc.num_workers)
+    log.info("[reflect %d] pairs: %s | plan %s | %d steps on %d worker(s)", round_,
+             ", ".join(f"{s} {len(p)}" for s, p in pairs.items()), plan, total, tc.num_workers)
     spec = FitSpec(model_path=policy, out=it, remote_out=run.remote_of(it.root), steps=steps,
                    steps_per_epoch=steps_per_epoch(sizes, plan), batch_size=r.batch_size, lr=r.lr, train=tc,
                    scheduler="cosine", warmup=r.warmup, eval_every=sum(n for _, n in plan), name="reflect",
@@ -226,13 +242,16 @@ def table(records: list[dict]) -> str:
     def num(v, fmt):
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
-    lines = [f"{'round':>5}  {'recall pairs':>12}  {'analyze pairs':>13}  {'margin start -> end':>21}  "
-             f"{'val accuracy':>12}", "-" * 71]
+    stages = paired_stages(records)
+    heads = [f"{s} pairs" for s in stages]
+    lines = ["  ".join([f"{'round':>5}", *(f"{h:>{len(h)}}" for h in heads), f"{'margin start -> end':>21}",
+                        f"{'val accuracy':>12}"])]
+    lines.append("-" * len(lines[0]))
     for r in records:
         margin = f"{num(r.get('margin_start'), '.3f')} -> {num(r.get('margin_end'), '.3f')}"
         acc = num(r.get("val_accuracy"), ".4f") if not r.get("stopped") else "stopped"
-        lines.append(f"{r['round']:>5}  {r['recall_pairs']:>12}  {r['analyze_pairs']:>13}  {margin:>21}  "
-                     f"{acc:>12}")
+        counts = [f"{r.get(f'{s}_pairs', '-'):>{len(h)}}" for s, h in zip(stages, heads, strict=True)]
+        lines.append("  ".join([f"{r['round']:>5}", *counts, f"{margin:>21}", f"{acc:>12}"]))
     return "\n".join(lines)
 
 

@@ -16,6 +16,11 @@ chain or the teacher's) as chosen; more rejected and some chosen -> (rejected - 
 replace it. Each match gives TWO pairs: the gold option's analysis and the rejected prediction's option's
 analysis, chosen vs rejected.
 
+summarize pairs (reflect.mode recall_analyze_summarize or summarize: OUR ADDITION, the authors pair no summaries;
+FIDELITY.md says why): every distinct chain of the recall generations whose greedy summary missed the label gives
+one pair: prompt = summarize_input(q, its recall, its analyses), chosen = the label's summary ("So the answer is
+option <label>."), rejected = the summary it wrote. A prompt that also reached the label is dropped.
+
 "Gold" is the label phase 1 trained on (the teacher-relabelled one, reflect/iterate.training_questions). One
 deliberate difference: a pair whose chosen and rejected texts are equal carries no preference and is dropped
 (the authors keep it).
@@ -27,6 +32,7 @@ Rows in (one JSON line each, as selfgen writes them):
   (analyses = [[label, text], ...])
 Pair rows out: {"prompt", "chosen", "rejected", "qid", "stage"} (+ "chosen_analyses" on recall pairs, which
 the analyze stage uses as the backup of that recall).
+(The recall generations' chains also carry "summary", the text the prediction was read from.)
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from ..core import format as fmt
 from ..core.records import Question
 from ..errors import DataError
+
+
+def paired_stages(records: Iterable[dict]) -> list[str]:
+    """The stages whose pair counts round records hold, in chain order: recall and analyze always (every round
+    records them), summarize when a round paired summaries. For the tables of rounds."""
+    records = list(records)
+    return [s for s in ("recall", "analyze", "summarize") if s != "summarize" or any(f"{s}_pairs" in r for r in records)]
 
 
 def _field(row: dict, key: str, index: int, source: str = "generations"):
@@ -198,3 +211,24 @@ def build_analyze_pairs(generations: Iterable[dict], teacher_analyses: Mapping[s
         q = Question.from_dict(_field(row, "question", i))
         backup = row.get("backup") or teacher_analyses.get(q.id, [])
         yield from analyze_pairs_for(q, _field(row, "recall", i), _field(row, "chains", i), backup, rng)
+
+
+# ----- summarize (our addition) -----------------------------------------------------------------------------
+
+def summarize_pairs_for(q: Question, chains: list[dict]) -> list[dict]:
+    """Summarize pairs of one question: one per distinct (recall, analyses) whose summary missed the label."""
+    def prompt(c: dict) -> str:
+        # selfgen writes a chain without analyses (a recall_summarize student) as [], its summary saw none
+        return fmt.summarize_input(q, c.get("recall"), c.get("analyses") or None)
+
+    right, wrong = _split_sides(chains, prompt, q.answer)
+    chosen = fmt.summarize_target(q.answer)
+    return [{"prompt": prompt(c), "chosen": chosen, "rejected": c["summary"], "qid": q.id, "stage": "summarize"}
+            for c in wrong if c.get("summary") and c["summary"] != chosen]
+
+
+def build_summarize_pairs(generations: Iterable[dict]) -> Iterator[dict]:
+    """Summarize pairs over recall generations, streamed one question row at a time."""
+    for i, row in enumerate(generations, 1):
+        q = Question.from_dict(_field(row, "question", i))
+        yield from summarize_pairs_for(q, _field(row, "chains", i))

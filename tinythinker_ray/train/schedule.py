@@ -63,16 +63,20 @@ def pair_plan(pair_counts: dict[str, int], batch_size: int, world_size: int, cyc
 
     recall block = recall_pairs // (batch x world) + 1; analyze block = (analyze_pairs // recall_pairs + 1) x
     recall block (there are ~one analyze pair per option per recall pair); total = blocks x cycles. A stage
-    without pairs drops out (its block alone is then sized like the recall block).
+    without pairs drops out (its block alone is then sized like the recall block). The summarize block (our
+    addition, the reference has no summary pairs) is sized like the recall block, from its own pairs.
     """
     recall, analyze = pair_counts.get("recall", 0), pair_counts.get("analyze", 0)
+    summarize = pair_counts.get("summarize", 0)
     per_step = batch_size * world_size
     if recall:
         recall_block = recall // per_step + 1
         analyze_block = (analyze // recall + 1) * recall_block if analyze else 0
     else:
         recall_block, analyze_block = 0, (analyze // per_step + 1 if analyze else 0)
-    plan = [(s, n) for s, n in (("recall", recall_block), ("analyze", analyze_block)) if n]
+    summarize_block = summarize // per_step + 1 if summarize else 0
+    plan = [(s, n) for s, n in (("recall", recall_block), ("analyze", analyze_block), ("summarize", summarize_block))
+            if n]
     if not plan:
         raise ConfigError("no preference pairs: nothing to train in phase 2")
     return plan, sum(n for _, n in plan) * cycles

@@ -481,7 +481,8 @@ def run_reflect(check: Check, family: str, seed: int) -> list[dict]:
         rec = records[i] if i < len(records) else {"stopped": "an earlier round stopped"}
         if rec.get("best"):
             row = {"family": family, "seed": seed, "stage": stage, "best": rec["best"], "valid": rec.get("val_accuracy"),
-                   "pairs": {"recall": rec["recall_pairs"], "analyze": rec["analyze_pairs"]},
+                   "pairs": {st: rec[f"{st}_pairs"] for st in ("recall", "analyze", "summarize")
+                             if f"{st}_pairs" in rec},
                    "logp_margin": rec.get("logp_margin"), "steps": rec.get("steps"),
                    **score(cfg, rec["best"], stage, s.train_sample),
                    **diagnose(check, seed, rec["best"], MODES[mode])}

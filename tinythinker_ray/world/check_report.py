@@ -160,10 +160,14 @@ def markdown(lines: list[dict], meta: dict) -> str:
                    + (f" {_cell(ln, 'test_unseen')} |" if a.get("unseen") else ""))
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
-        only = "" if paired == "recall_analyze" else f"; built for both, trained on the {paired} pairs only"
-        out += ["", f"Preference pairs (recall / analyze, seed{only}): " + "; ".join(
+        stages = [st for st in ("recall", "analyze", "summarize")
+                  if any(st in p for ln in rounds for p in ln["pairs"].values())]
+        built = "built for both, " if paired == "analyze" else ""  # analyze pairs need the recall pairs' recalls
+        only = "" if paired.startswith("recall_analyze") else f"; {built}trained on the {paired} pairs only"
+        out += ["", f"Preference pairs ({' / '.join(stages)}, seed{only}): " + "; ".join(
             f"{ln['family']} round {round_number(ln['stage'])}: "
-            + ", ".join(f"{p['recall']}/{p['analyze']} ({seed})" for seed, p in ln["pairs"].items()) for ln in rounds)
+            + ", ".join("/".join(str(p.get(st, "-")) for st in stages) + f" ({seed})"
+                        for seed, p in ln["pairs"].items()) for ln in rounds)
             + "."]
     truths = [ln for ln in lines if ln.get("selfgen")]
     if truths:
@@ -204,7 +208,8 @@ def markdown(lines: list[dict], meta: dict) -> str:
     budget = f"{a['steps']} optimizer steps each" if a["steps"] else f"{a['epochs']:g} epochs of each mode's data"
     t5_lr = f" (T5: {a['t5_lr']})" if a.get("t5_lr") else ""
     over = " (those without a rationale too, by their label)" if a.get("reflect_over", "taught") == "all" else ""
-    paired_only = "" if paired == "recall_analyze" else f", {paired} pairs only"
+    paired_only = {"recall_analyze": "", "recall_analyze_summarize": ", summary pairs too (our addition)"}.get(
+        paired, f", {paired} pairs only")
     replicate = f", reflect seed {a['reflect_seed']}" if a.get("reflect_seed") else ""
     taught = f"asked about the first {a['taught']} training questions of a seed only, " if a.get("taught") else ""
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
