@@ -66,6 +66,15 @@ def test_report_lines_list_seeds_in_order_whatever_order_the_runs_finished():
     assert line["seeds"] == [0, 1, 2] and line["test_per_seed"] == [0.4, 0.3, 0.2]
 
 
+def test_a_check_without_rounds_describes_no_reflection_settings():
+    """A phase-1-only check (a self-taught one, say) ran no rounds: its unused reflect settings are not listed."""
+    rows = [{"family": "llama", "seed": 0, "stage": FULL, "test": 0.5, "steps": 9}]
+    meta = report_meta()
+    text = markdown(aggregate(rows, ["llama"], [0], rounds=0), meta | {"settings": meta["settings"] | {"rounds": 0}})
+    assert "interval 1); no reflect rounds." in text and "beta" not in text
+    assert "reflect rounds = phase 2 (RPO)" in markdown(aggregate(rows, ["llama"], [0], rounds=0), meta)
+
+
 def test_the_report_names_each_rounds_pair_counts_by_seed_even_when_a_seed_has_none():
     rows = [{"family": "llama", "seed": s, "stage": "reflect-1", "test": 0.5, "steps": 9,
              **({"pairs": {"recall": 10 + s, "analyze": 0}} if s != 1 else {})} for s in (2, 0, 1)]

@@ -212,13 +212,14 @@ def markdown(lines: list[dict], meta: dict) -> str:
         paired, f", {paired} pairs only")
     replicate = f", reflect seed {a['reflect_seed']}" if a.get("reflect_seed") else ""
     taught = f"asked about the first {a['taught']} training questions of a seed only, " if a.get("taught") else ""
+    reflection = ("no reflect rounds" if a.get("rounds") == 0 else  # e.g. a self-taught check: its settings unused
+                  f"reflect rounds = phase 2 (RPO) on the {SHORT[base]} model, each from and against the previous "
+                  f"best: {a['reflect_questions'] or 'every'} training question(s){over} x {a['reflect_samples']} "
+                  f"samples at temperature {a['reflect_temperature']:g}, steps sized from the pairs x "
+                  f"{a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
+                  f"{a['reflect_alpha']}{paired_only}{replicate}")
     out += ["", f"S = summarize only, R = recall, A = analyze (phase-1 modes, {budget}, batch {a['batch_size']}, lr "
-                f"{a['lr']}{t5_lr}, interval {a['interval']}); reflect rounds = phase 2 (RPO) on the "
-                f"{SHORT[base]} model, each "
-                f"from and against the previous best: {a['reflect_questions'] or 'every'} training question(s){over} x "
-                f"{a['reflect_samples']} samples at temperature {a['reflect_temperature']:g}, steps sized from the "
-                f"pairs x {a['reflect_cycles']} cycles, lr {a['reflect_lr']}, beta {a['reflect_beta']}, alpha "
-                f"{a['reflect_alpha']}{paired_only}{replicate}.",
+                f"{a['lr']}{t5_lr}, interval {a['interval']}); {reflection}.",
             f"Teacher: rules, {taught}error rate {a['error_rate']} per {a.get('error_scope', 'sample')}, "
             f"{a['teacher_samples']} samples at temperature "
             f"{a['teacher_temperature']:g}, keeps {a['augment']} per question; over all seeds it kept {t['kept']} "
