@@ -30,12 +30,12 @@ from tinythinker_ray.world.replicates import between, markdown, settings_mismatc
 
 def outcomes(work: Path, family: str, seed: int, stage: str) -> dict[str, bool]:
     """A replicate's round model on the test questions (question id -> right), from its work folder's evaluation."""
-    from tinythinker_ray.world.check import Check, Settings, held_out_outcomes, recorded_settings
+    from tinythinker_ray.world.check import check_of, held_out_outcomes
 
-    recorded = recorded_settings(work)
-    if recorded is None:
+    check = check_of(work)
+    if check is None:
         sys.exit(f"replicates: {work} is not a learning-check work folder")
-    got = held_out_outcomes(Check(work, Settings(**recorded)), {"family": family, "seed": seed, "stage": stage})
+    got = held_out_outcomes(check, {"family": family, "seed": seed, "stage": stage})
     if got is None:
         sys.exit(f"replicates: {work} has no saved test evaluation of {family} seed {seed} {stage}")
     return got

@@ -111,7 +111,7 @@ def ours_curve(check, family: str, seed: int, mode: str, log_every: int) -> list
 
 def main() -> None:
     from tinythinker_ray.raylib import start_local_ray
-    from tinythinker_ray.world.check import Check, Settings, prepare_seed, recorded_settings, run_mode
+    from tinythinker_ray.world.check import Check, Settings, check_of, prepare_seed, run_mode
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="runs/learning")
@@ -129,9 +129,8 @@ def main() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
     work = Path(args.work).resolve()
-    recorded = recorded_settings(work)  # the world and settings the check ran there
-    settings = Settings(**recorded) if recorded else Settings()
-    check = Check(work, settings)
+    check = check_of(work) or Check(work, Settings())  # the world and settings the check ran there, if one did
+    settings = check.settings
     steps = args.steps or settings.steps
     start_local_ray(4)
     prepare_seed(check, args.seed)

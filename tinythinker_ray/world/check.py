@@ -124,6 +124,13 @@ def recorded_settings(work: Path) -> dict | None:
     return with_defaults(json.loads(record.read_text())) if record.exists() else None
 
 
+def check_of(work: Path) -> Check | None:
+    """The check a work folder's units were made with (its recorded settings), or None for a folder no check ran in:
+    what the benchmark scripts that read a finished check (replicates, the T5 reference) start from."""
+    recorded = recorded_settings(work)
+    return None if recorded is None else Check(work, Settings(**recorded))
+
+
 REFLECT_SETTINGS = ("rounds", *(f.name for f in dataclasses.fields(Settings) if f.name.startswith("reflect_")))
 ROUND = "reflect-"  # a reflect round's stage in the cache, and its evaluation's tag: "reflect-<i>"
 
