@@ -308,3 +308,7 @@ def test_a_chain_without_analyses_pairs_the_summary_its_student_saw():
 def test_paired_stages_add_summarize_only_when_a_round_paired_summaries():
     assert paired_stages([{"recall_pairs": 3, "analyze_pairs": 0}]) == ["recall", "analyze"]
     assert paired_stages([{"recall_pairs": 3}, {"summarize_pairs": 0}]) == ["recall", "analyze", "summarize"]
+    # a learning check's per-seed counts name the stages bare
+    assert paired_stages([{"recall": 3, "analyze": 0}, {"recall": 1, "analyze": 2, "summarize": 4}], key="{}") == [
+        "recall", "analyze", "summarize"]
+    assert paired_stages([{"recall": 3, "analyze": 0}], key="{}") == ["recall", "analyze"]

@@ -113,8 +113,9 @@ def first_model(cfg: Config, model: str | None) -> str:
 
 # ----- one round --------------------------------------------------------------------------------------------
 
-def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
-    """Self-generate with `policy` and build the round's pairs; each reflected stage's pair file is written."""
+def make_pairs(cfg: Config, policy: str, it: RoundDir, stages: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Self-generate with `policy` and build the round's pairs for the reflected `stages` (recall pairs always:
+    the analyze requests come from their recalls); each built stage's pair file is written."""
     questions = training_questions(cfg)
     if not questions:
         raise ConfigError("reflect: no training questions (check data.* and reflect.max_questions)")
@@ -124,13 +125,13 @@ def make_pairs(cfg: Config, policy: str, it: RoundDir) -> dict[str, list[dict]]:
     gens = generate_recalls(cfg, policy, questions, it.generations, seed=seed)
     recall = list(build_recall_pairs(read_jsonl(gens), teacher, rng))
     analyze: list[dict] = []
-    if "analyze" in reflected_stages(cfg) and recall:
+    if "analyze" in stages and recall:
         requests = analyze_requests(recall, {q.id: q for q in questions})
         agens = generate_analyses(cfg, policy, requests, it.analyze_generations, seed=seed)
         teacher_analyses = {qid: [c["analyses"] for c in cs if c["analyses"]] for qid, cs in teacher.items()}
         analyze = list(build_analyze_pairs(read_jsonl(agens), teacher_analyses, rng))
     summarize: list[dict] = []
-    if "summarize" in reflected_stages(cfg):  # our addition (pairs.py): from the same recall generations
+    if "summarize" in stages:  # our addition (pairs.py): from the same recall generations
         summarize = list(build_summarize_pairs(read_jsonl(gens)))
         write_jsonl(it.pairs("summarize"), summarize)
     write_jsonl(it.pairs("recall"), recall)
@@ -165,13 +166,14 @@ def run_round(cfg: Config, round_: int, policy: str) -> dict:
     if not valid:
         raise ConfigError("reflect: no validation questions to pick each round's best checkpoint by")
     log.info("[reflect %d] policy and reference: %s", round_, policy)
-    pairs = make_pairs(cfg, policy, it)
+    stages = reflected_stages(cfg)
+    pairs = make_pairs(cfg, policy, it, stages)
     record = {"round": round_, "reference": policy, "recall_pairs": len(pairs["recall"]),
               "analyze_pairs": len(pairs["analyze"])}
-    if "summarize" in reflected_stages(cfg):
+    if "summarize" in stages:
         record["summarize_pairs"] = len(pairs["summarize"])
     per_step = r.batch_size * tc.num_workers
-    trainable = {s: pairs[s] for s in reflected_stages(cfg) if len(pairs[s]) >= per_step}
+    trainable = {s: pairs[s] for s in stages if len(pairs[s]) >= per_step}
     if not trainable:
         record |= {"stopped": f"too few preference pairs to train (need >= {per_step} = reflect.batch_size x "
                               f"train.num_workers in a stage)", "seconds": round(time.time() - t0, 1)}

@@ -45,11 +45,13 @@ from ..core.records import Question
 from ..errors import DataError
 
 
-def paired_stages(records: Iterable[dict]) -> list[str]:
-    """The stages whose pair counts round records hold, in chain order: recall and analyze always (every round
-    records them), summarize when a round paired summaries. For the tables of rounds."""
+def paired_stages(records: Iterable[Mapping], key: str = "{}_pairs") -> list[str]:
+    """The stages whose pair counts the records hold, in chain order: recall and analyze always (every round records
+    them), summarize when a round paired summaries. `key` names a count: "recall_pairs" in a round record, "recall"
+    in a learning check's per-seed counts. For the tables of rounds."""
     records = list(records)
-    return [s for s in ("recall", "analyze", "summarize") if s != "summarize" or any(f"{s}_pairs" in r for r in records)]
+    return [s for s in ("recall", "analyze", "summarize")
+            if s != "summarize" or any(key.format(s) in r for r in records)]
 
 
 def _field(row: dict, key: str, index: int, source: str = "generations"):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..core.modes import FULL, MODES
 from ..data.loaders import read_questions
+from ..reflect.pairs import paired_stages
 from ..rundir import RunDir
 from .check import (
     ROUND,
@@ -160,8 +161,7 @@ def markdown(lines: list[dict], meta: dict) -> str:
                    + (f" {_cell(ln, 'test_unseen')} |" if a.get("unseen") else ""))
     rounds = [ln for ln in lines if ln["pairs"]]
     if rounds:
-        stages = [st for st in ("recall", "analyze", "summarize")
-                  if any(st in p for ln in rounds for p in ln["pairs"].values())]
+        stages = paired_stages((p for ln in rounds for p in ln["pairs"].values()), key="{}")
         built = "built for both, " if paired == "analyze" else ""  # analyze pairs need the recall pairs' recalls
         only = "" if paired.startswith("recall_analyze") else f"; {built}trained on the {paired} pairs only"
         out += ["", f"Preference pairs ({' / '.join(stages)}, seed{only}): " + "; ".join(
