@@ -11,7 +11,7 @@ several times from the same phase-1 models, compared per seed (tinythinker_ray/w
         benchmarks/results/learning-A.json /tmp/rep1/learning.json /tmp/rep2/learning.json
 
 --works (optional) adds how far the replicates' round models disagree on the same test questions.
-Writes NAME.md (the table and the verdict), NAME.json (every number) and NAME.png (each seed's test accuracy by
+Writes NAME.md (the table, the verdict and every round the reports share), NAME.json (every number) and NAME.png (each seed's test accuracy by
 round, one line per replicate). Reports made with other settings (the number of rounds aside) are refused.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from tinythinker_ray.world.check import is_round, round_number, round_stage  # noqa: E402
-from tinythinker_ray.world.replicates import between, markdown, settings_mismatch, summarize  # noqa: E402
+from tinythinker_ray.world.replicates import between, by_round, markdown, settings_mismatch, summarize  # noqa: E402
 
 
 def outcomes(work: Path, family: str, seed: int, stage: str) -> dict[str, bool]:
@@ -88,6 +88,7 @@ def main() -> None:
     replicates = [r["runs"] for r in reports]
     try:
         summary = summarize(replicates, args.family, seeds, args.round, base)
+        rounds = by_round(replicates, args.family, seeds, base)
     except ValueError as e:
         sys.exit(f"replicates: {e} ({', '.join(args.reports)})")
     if args.works:
@@ -105,9 +106,10 @@ def main() -> None:
             s["between"] = between(got)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    md = markdown(summary, names)
+    md = markdown(summary, names, rounds)
     Path(f"{out}.md").write_text(md)
-    Path(f"{out}.json").write_text(json.dumps({"reports": args.reports, "names": names, **summary}, indent=2)
+    Path(f"{out}.json").write_text(json.dumps({"reports": args.reports, "names": names, **summary,
+                                                    "by_round": rounds}, indent=2)
                                         + "\n")
     chart(replicates, names, args.family, seeds, base, Path(f"{out}.png"))
     print(md)

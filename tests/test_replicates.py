@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from tinythinker_ray.core.modes import FULL
-from tinythinker_ray.world.replicates import between, markdown, seed_summary, settings_mismatch, summarize
+from tinythinker_ray.world.replicates import (
+    between,
+    by_round,
+    markdown,
+    seed_summary,
+    settings_mismatch,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,3 +118,24 @@ def test_reports_made_with_other_settings_are_not_replicates_but_a_longer_run_an
     assert settings_mismatch([base, base | {"rounds": 3}, base | {"reflect_mode": "recall_analyze"},
                               base | {"reflect_seed": 2}]) == []  # reflect_seed is what makes a replicate
     assert settings_mismatch([base, base | {"reflect_lr": 3e-4}]) == ["1: reflect_lr: 0.0001 -> 0.0003"]
+
+
+def test_every_round_the_replicates_share_is_tabled_beside_the_verdict_at_the_chosen_round():
+    def two_rounds(r2: dict[int, float], r3: dict[int, float], extra: bool = False) -> list[dict]:
+        out = rows(PHASE1, r3)
+        out += [r | {"stage": "reflect-2", "test": r2[r["seed"]]} for r in out if r["stage"] == "reflect-3"]
+        if extra:  # a longer run: its round 4 is not shared, so it is not tabled
+            out += [r | {"stage": "reflect-4"} for r in out if r["stage"] == "reflect-3"]
+        return out
+    reps = [two_rounds({0: 0.43, 1: 0.62, 2: 0.60}, {0: 0.42, 1: 0.61, 2: 0.60}, extra=True),
+            two_rounds({0: 0.44, 1: 0.62, 2: 0.61}, {0: 0.43, 1: 0.64, 2: 0.62}),
+            two_rounds({0: 0.43, 1: 0.63, 2: 0.60}, {0: 0.42, 1: 0.59, 2: 0.61})]
+    rounds = by_round(reps, "llama", [0, 1, 2], FULL)
+    assert [t["round"] for t in rounds] == [2, 3]
+    assert [s["beyond_noise"] for s in rounds[0]["seeds"]] == [True, True, False]
+    summary = summarize(reps, "llama", [0, 1, 2], 3, FULL)
+    md = markdown(summary, ["a", "b", "c"], rounds)
+    assert md.index("The criterion") < md.index("Every round the replicates share")  # the verdict comes first
+    assert "| 2 | +0.033 (0.006) * | +0.023 (0.006) * | +0.003 (0.006) | +0.020 | 2 of 3 | yes |" in md
+    assert "| 3 | +0.023 (0.006) * |" in md and "chosen before the runs" in md
+    assert "Every round" not in markdown(summary, ["a", "b", "c"], rounds[1:])  # one round: nothing to add

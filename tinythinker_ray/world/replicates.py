@@ -12,7 +12,7 @@ import itertools
 import json
 import statistics
 
-from .check import round_stage, settings_diff, with_defaults
+from .check import is_round, round_number, round_stage, settings_diff, with_defaults
 from .check_report import paired_change
 
 # A seed counts when every replicate gains and the mean gain is more than twice the replicates' standard
@@ -76,6 +76,15 @@ def summarize(replicates: list[list[dict]], family: str, seeds: list[int], round
             "holds": 3 * beyond >= 2 * len(seeds) and all(s["train_up"] for s in per_seed)}
 
 
+def by_round(replicates: list[list[dict]], family: str, seeds: list[int], base: str) -> list[dict]:
+    """`summarize` at every reflect round all replicates have (a longer run's first rounds are the same rounds): the
+    trajectory, to read beside the verdict at the round fixed before the runs, never instead of it (picking the
+    round after seeing them is one look per round, not one test)."""
+    have = [{round_number(r["stage"]) for r in rows if r["family"] == family and is_round(r["stage"])}
+            for rows in replicates]
+    return [summarize(replicates, family, seeds, r, base) for r in sorted(set.intersection(*have))]
+
+
 def between(outcomes: list[dict[str, bool]]) -> list[dict]:
     """Each pair of replicates' round models on the same test questions (question id -> right): the questions the
     later one fixed and broke against the earlier, i.e. how much two runs of one command disagree."""
@@ -83,8 +92,9 @@ def between(outcomes: list[dict[str, bool]]) -> list[dict]:
             for i, j in itertools.combinations(range(len(outcomes)), 2)]
 
 
-def markdown(summary: dict, names: list[str]) -> str:
-    """The table: per seed, phase 1, each replicate's round, the gains, the noise and whether the seed counts."""
+def markdown(summary: dict, names: list[str], rounds: list[dict] | None = None) -> str:
+    """The table: per seed, phase 1, each replicate's round, the gains, the noise and whether the seed counts; with
+    `rounds` (by_round's), a table of every shared round after the verdict."""
     r = summary["round"]
     head = " | ".join(f"{n}: test (train)" for n in names)
     out = [f"# Reflection replicates: {summary['family']}, round {r}", "",
@@ -118,4 +128,18 @@ def markdown(summary: dict, names: list[str]) -> str:
                 f"{len(summary['seeds'])} seeds beyond {NOISE_TIMES} x the run-to-run noise; train accuracy up on "
                 f"every seed in every replicate: {'yes' if summary['train_up_everywhere'] else 'no'}. The criterion "
                 f"(at least 2 of 3 seeds, train up everywhere) {verdict}."]
+    if rounds and len(rounds) > 1:
+        out += ["", f"Every round the replicates share, the same numbers per seed: mean gain (noise), * = beyond "
+                    f"{NOISE_TIMES} x noise. To read beside the verdict at round {r}, which was chosen before the runs, "
+                    f"not instead of it: choosing a round after seeing {len(rounds)} of them is {len(rounds)} looks, "
+                    "not one test.", "",
+                "| round | " + " | ".join(f"seed {s['seed']}" for s in seeds) + " | mean gain, all seeds | "
+                f"seeds beyond {NOISE_TIMES} x noise | train up everywhere |",
+                "|---" * (len(seeds) + 4) + "|"]
+        for t in rounds:
+            cells = " | ".join(f"{s['mean_gain']:+.3f} ({s['noise']:.3f}){' *' if s['beyond_noise'] else ''}"
+                               for s in t["seeds"])
+            pooled = statistics.fmean(g for s in t["seeds"] for g in s["gains"])
+            out.append(f"| {t['round']} | {cells} | {pooled:+.3f} | {t['seeds_beyond_noise']} of {len(t['seeds'])} | "
+                       f"{'yes' if t['train_up_everywhere'] else 'no'} |")
     return "\n".join(out) + "\n"
