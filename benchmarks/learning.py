@@ -169,11 +169,11 @@ def main() -> None:
     from tinythinker_ray.world.synth import TEMPLATES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--families", default="llama,t5")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--families", default="llama,t5", help="students, comma-separated: llama, t5")
+    ap.add_argument("--seeds", default="0,1,2", help="each seed: its own world, teacher samples and student init")
+    ap.add_argument("--modes", default=",".join(MODES), help="phase-1 modes, comma-separated")
     ap.add_argument("--work", default="runs/learning", help="run folders and the results cache")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(HERE / "results"), help="folder for learning.{md,json,png}")
     ap.add_argument("--fresh", action="store_true", help="delete --work first")
     ap.add_argument("--report", action="store_true", help="only write the report from the units cached so far")
     ap.add_argument("--jobs", type=int, default=2, help="(family, seed) trials side by side")
@@ -189,10 +189,12 @@ def main() -> None:
     for f in dataclasses.fields(Settings):  # every setting of world/check.Settings is a flag
         value = getattr(defaults, f.name)
         kind = optional(OPTIONAL[f.name]) if f.name in OPTIONAL else type(value)
+        flag, doc = f"--{f.name.replace('_', '-')}", f.metadata.get("help")
         if isinstance(value, bool):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", default=value)
+            ap.add_argument(flag, action="store_true", default=value, help=doc)
         elif f.name != "student":
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=value)
+            shown = "" if value is None else " (default: %(default)s)"  # a None default is said in the help itself
+            ap.add_argument(flag, type=kind, default=value, help=doc + shown)
     if "--quick" in sys.argv:
         ap.set_defaults(**QUICK)  # flags given beside --quick still win
     args = ap.parse_args()

@@ -322,6 +322,19 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
     assert "Teacher: rules, asked about the first 150 training questions of a seed only, error rate" in partial
 
 
+def test_every_setting_is_a_flag_whose_help_says_what_it_does():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())  # argparse wraps the help
+    for f in dataclasses.fields(Settings):
+        if f.name == "student":  # a description of the built students, not a setting
+            continue
+        assert f.metadata.get("help"), f"Settings.{f.name} has no help"
+        assert f"--{f.name.replace('_', '-')} " in text and " ".join(f.metadata["help"].split()) in text
+    assert "--reflect-lr REFLECT_LR reflection (RPO) learning rate (default: 0.0001)" in text
+    assert "(default: None)" not in text  # a None default is said in words
+
+
 @pytest.mark.parametrize("flag, said", [(["--key", "bogus"], "--key bogus"),
                                         (["--reflect-from", "summarize"], "needs a phase-1 mode with a recall"),
                                         (["--error-scope", "always"], "per 'sample' or per 'question'"),

@@ -42,67 +42,82 @@ FAMILIES = ("t5", "llama")
 STUDENT_LAYERS = {"llama": 4, "t5": 2}
 
 
+def setting(default, doc: str):
+    """A Settings field and its flag's help (benchmarks/learning.py makes a --flag of every field)."""
+    return dataclasses.field(default=default, metadata={"help": doc})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a unit's result depends on (recorded in the work folder: units made otherwise are refused)."""
 
     # the world
-    categories: int = 4
-    entities: int = 24
-    properties: int = 12
-    options: int = 3
-    holdout: float = 0.33
-    key: str = "fact"  # synth.key: "link" puts the combining in the recall (the analyses only compare with it)
-    unseen: int = 0  # synth.unseen: entities per category no rationale mentions (needs `taught` within the others)
-    refer: str = "name"  # synth.refer: "it" = rationales never write an entity's name
-    pretrain: int = 0  # causal-LM steps on the training questions' text (no answers) before phase 1 (`pretrain`)
-    train: int = 600
+    categories: int = setting(4, "categories of entities, each with its own properties (at least --options)")
+    entities: int = setting(24, "made-up entities, spread over the categories")
+    properties: int = setting(12, "made-up properties, spread over the categories")
+    options: int = setting(3, "options per question (one right, the others from other categories)")
+    holdout: float = setting(0.33, "share of each category's true (entity, property) pairs kept for valid and test")
+    key: str = setting("fact", "synth.key: 'fact' (general facts) or 'link' (the recall does the combining, "
+                       "each option's analysis only compares with it)")
+    unseen: int = setting(0, "synth.unseen: entities per category no rationale mentions (needs --taught within "
+                          "the others)")
+    refer: str = setting("name", "synth.refer: 'it' = rationales never write an entity's name")
+    pretrain: int = setting(0, "causal-LM steps on the training questions' text (no answers) before phase 1")
+    train: int = setting(600, "training questions")
     # picks each run's and each round's best checkpoint, and the model the report keeps: on 30 questions that choice
     # kept a round 0.06 below phase 1 on test; on 150 every seed's kept model was at or above it (results/learning.md)
-    valid: int = 150
-    test: int = 90
-    train_sample: int = 30  # training questions scored too (seen combinations)
+    valid: int = setting(150, "validation questions: pick checkpoints and the model the report keeps")
+    test: int = setting(90, "test questions (combinations never asked in training)")
+    train_sample: int = setting(30, "training questions scored too (seen combinations)")
     # the teacher
-    taught: int | None = None  # the first N training questions get rationales (None: all); the rest only labels
-    error_rate: float = 0.1
-    error_scope: str = "sample"  # teacher.error_scope: "question" = the teacher believes a false fact (relabels)
-    teacher_samples: int = 4
-    teacher_temperature: float = 0.0  # 0: one wording per rationale
-    augment: int = 1
+    taught: int | None = setting(None, "the first N training questions get rationales (default: all); the rest "
+                                 "only labels")
+    error_rate: float = setting(0.1, "share of the rule teacher's rationales that are wrong")
+    error_scope: str = setting("sample", "teacher.error_scope: 'sample' (outvoted) or 'question' (the teacher "
+                               "believes a false fact, and relabels)")
+    teacher_samples: int = setting(4, "teacher samples per question (the majority decides)")
+    teacher_temperature: float = setting(0.0, "teacher temperature (0: one wording per rationale)")
+    augment: int = setting(1, "rationales kept per question")
     # phase 1
-    steps: int = 1500  # optimizer steps of every mode (0: `epochs`)
-    epochs: float = 12
-    batch_size: int = 32  # 16 halves a step, but at 1500 steps no Llama learned R+S (0.36, 0.29 test)
-    lr: float = 3e-3
-    t5_lr: float | None = None  # the T5's own learning rate (None: lr)
+    steps: int = setting(1500, "phase-1 optimizer steps of every mode (0: --epochs)")
+    epochs: float = setting(12, "phase-1 epochs when --steps is 0")
+    batch_size: int = setting(32, "phase-1 batch size")  # 16 halves a step, but at 1500 steps no Llama learned R+S
+    lr: float = setting(3e-3, "phase-1 learning rate")
+    t5_lr: float | None = setting(None, "the T5's own phase-1 learning rate (default: --lr)")
     # interval 1 and no length buckets: with interval 5 or bucketed batches a plain loop learned the analyses and
     # summaries far slower on this task (results/learning.md)
-    interval: int = 1
-    bucket: bool = False
-    evals: int = 1  # validation chain evals per run (the best is kept)
-    max_new_tokens: int = 32
-    zero_stage: int = 0
+    interval: int = setting(1, "sft.interval: batches per recall / summarize block (analyze: interval x "
+                            "options)")
+    bucket: bool = setting(False, "sft.bucket_by_length: batches of rows of similar length")
+    evals: int = setting(1, "validation chain evals per phase-1 run (the best is kept)")
+    max_new_tokens: int = setting(32, "tokens generated per stage")
+    zero_stage: int = setting(0, "DeepSpeed ZeRO stage")
     # phase 2, at the method's scale: every training question, the authors' 10 samples, steps from the pairs
-    rounds: int = 3
-    reflect_from: str = FULL  # the phase-1 mode whose model the rounds go on from (the paper: the full one)
-    reflect_questions: int | None = None  # None: the whole training split
-    reflect_samples: int = 10
-    reflect_cycles: int = 2
-    reflect_lr: float = 1e-4
-    reflect_beta: float = 0.5
-    reflect_alpha: float = 0.5
-    reflect_over: str = "taught"  # reflect.questions: "all" self-generates on the untaught questions too
-    reflect_mode: str = "recall_analyze"  # reflect.mode: the stages that get pairs (the authors: both)
+    rounds: int = setting(3, "reflect rounds, each from and against the previous best (0: phase 1 only)")
+    reflect_from: str = setting(FULL, "the phase-1 mode whose model the rounds go on from (the paper: the full one)")
+    reflect_questions: int | None = setting(None, "training questions self-generated on per round (default: all)")
+    reflect_samples: int = setting(10, "self-generated samples per question (the authors: 10)")
+    reflect_cycles: int = setting(2, "passes over each round's pairs")
+    reflect_lr: float = setting(1e-4, "reflection (RPO) learning rate")
+    reflect_beta: float = setting(0.5, "RPO beta (the DPO term's temperature)")
+    reflect_alpha: float = setting(0.5, "RPO alpha (the weight of the NLL term on the chosen side)")
+    reflect_over: str = setting("taught", "reflect.questions: 'taught', or 'all' (the untaught questions too, by "
+                                "their label)")
+    reflect_mode: str = setting("recall_analyze", "reflect.mode: the stages that get pairs (the authors: "
+                                "recall_analyze)")
     # not the pipeline's 0.7: the from-scratch students are so sharp that at 0.7 a question's sampled chains
     # were identical, so no question had both a chosen and a rejected chain (0 pairs, results/learning.md)
-    reflect_temperature: float = 1.5
+    reflect_temperature: float = setting(1.5, "self-generation temperature")
     # added (x 1000) to the seed of reflection's sampling and training order: a run with another value from the
     # same phase 1 is a replicate, whose spread is the run-to-run noise (benchmarks/replicates.py)
-    reflect_seed: int = 0
+    reflect_seed: int = setting(0, "another value from the same phase 1 makes a replicate (benchmarks/replicates.py)")
     # a work folder made with these settings (reflection's aside) whose first round's label-reaching chains teach
     # phase 1 here too, one per untaught question: the STaR-style diagnostic of world/self_taught.py
-    self_taught_from: str | None = None
-    self_taught_filter: str = "label"  # "truth": only chains true to the world in every stage (what labels cost)
+    self_taught_from: str | None = setting(None, "a work folder whose first round's label-reaching chains also "
+                                           "teach phase 1 here (a diagnostic of reflection's chosen side; default: "
+                                           "none)")
+    self_taught_filter: str = setting("label", "with --self-taught-from: 'label', or 'truth' (only chains true to "
+                                      "the world in every stage)")
     student: str = "llama 4 blocks, t5 2+2 blocks, tokenizer trained on the task text"
 
     def lr_of(self, family: str) -> float:
