@@ -106,7 +106,7 @@ def main() -> None:
             s["between"] = between(got)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    md = markdown(summary, names, rounds)
+    md = markdown(summary, names, rounds, fresh=reports[0]["meta"].get("fresh_questions"))
     Path(f"{out}.md").write_text(md)
     Path(f"{out}.json").write_text(json.dumps({"reports": args.reports, "names": names, **summary,
                                                     "by_round": rounds}, indent=2)

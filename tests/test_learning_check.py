@@ -28,6 +28,7 @@ from tinythinker_ray.world.check import (
     Check,
     GoldStages,
     Settings,
+    fresh_test_questions,
     held_out_outcomes,
     pretrain_texts,
     recorded_settings,
@@ -322,6 +323,27 @@ def test_a_reflect_round_is_compared_with_its_phase1_model_on_the_same_test_ques
     assert "Teacher: rules, asked about the first 150 training questions of a seed only, error rate" in partial
 
 
+def test_fresh_test_questions_continue_the_held_out_split_without_repeating_it():
+    s = Settings(test=40)
+    _, split = synth.build(synth_config(s, 0))
+    asked = split["test"]
+    fresh = fresh_test_questions(s, 0, 200)
+    assert 150 < len(fresh) <= 200 and not {q.id for q in fresh} & {q.id for q in asked}
+    assert not {(q.stem, q.options) for q in fresh} & {(q.stem, q.options) for q in asked}
+    world = synth.make_world(synth_config(s, 0))
+    pairs = {tuple(p) for p in world.pairs["test"]}
+    assert {synth_pair(world, q) for q in fresh} <= pairs  # the same held-out pairs, asked anew
+    _, longer = synth.build(synth_config(dataclasses.replace(s, test=240), 0))
+    assert longer["test"][:40] == asked and longer["train"] == split["train"]  # nothing the check used moves
+
+
+def synth_pair(world, q) -> tuple[str, str]:
+    """The (entity, property id) a world question asks about, from its stem and its right option."""
+    kind, what = synth.parse_stem(world, q.stem)
+    right = dict(q.options)[q.answer]
+    return (right, what) if kind == "which" else (what, world.by_phrase[right].id)
+
+
 def test_every_setting_is_a_flag_whose_help_says_what_it_does():
     done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -481,6 +503,23 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     fewer = subprocess.run([*cmd, "--work", str(beta), "--reflect-beta", "2"], capture_output=True, text=True,
                            timeout=120)  # back to 1 round: refused, as the report would mix both
     assert fewer.returncode == 2 and "rounds: 2 -> 1" in fewer.stderr
+    # the finished check's models on fresh held-out questions (benchmarks/retest.py), resumable
+    retest = [sys.executable, str(SCRIPT.parent / "retest.py"), "--work", str(tmp_path / "work"), "--family", "t5",
+              "--questions", "12", "--rounds", "1", "--out", str(tmp_path / "fresh.json")]
+    done = subprocess.run(retest, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    fresh = json.loads((tmp_path / "fresh.json").read_text())
+    assert sorted((r["seed"], r["stage"]) for r in fresh["runs"]) == [(0, FULL), (0, "reflect-1"), (1, FULL),
+                                                                      (1, "reflect-1")]
+    for r in fresh["runs"]:
+        assert 0 < r["test_n"] <= 12 and r["test_600"] == rows[("t5", r["seed"], r["stage"])]["test"]
+        assert ("vs_phase1" in r) == (r["stage"] == "reflect-1")
+    answers = tmp_path / "work" / "seed0" / "t5" / FULL / "eval" / "reflect-1-fresh12" / "results.jsonl"
+    written = answers.read_text()
+    assert not any(json.loads(line)["id"] in {q.id for q in load_benchmark(
+        "custom", str(tmp_path / "work" / "seed0" / "data")).test} for line in written.splitlines())
+    again = subprocess.run(retest, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and answers.read_text() == written  # every answer was kept, none asked again
 
 
 def test_the_progress_line_of_a_round_that_stopped_says_so():

@@ -139,3 +139,10 @@ def test_every_round_the_replicates_share_is_tabled_beside_the_verdict_at_the_ch
     assert "| 2 | +0.033 (0.006) * | +0.023 (0.006) * | +0.003 (0.006) | +0.020 | 2 of 3 | yes |" in md
     assert "| 3 | +0.023 (0.006) * |" in md and "chosen before the runs" in md
     assert "Every round" not in markdown(summary, ["a", "b", "c"], rounds[1:])  # one round: nothing to add
+
+
+def test_replicates_of_fresh_questions_say_so():
+    reps = [rows(PHASE1, {0: 0.42, 1: 0.61, 2: 0.60}), rows(PHASE1, {0: 0.43, 1: 0.64, 2: 0.62})]
+    summary = summarize(reps, "llama", [0, 1, 2], 3, FULL)
+    assert "benchmarks/retest.py asked 2400 per seed" in markdown(summary, ["a", "b"], fresh=2400)
+    assert "retest.py" not in markdown(summary, ["a", "b"])

@@ -213,6 +213,18 @@ def synth_config(s: Settings, seed: int) -> SynthConfig:
                        unseen=s.unseen, refer=s.refer)
 
 
+def fresh_test_questions(s: Settings, seed: int, n: int) -> list[Question]:
+    """Up to `n` held-out questions the check never asked: the seed's test-question generator continued past its
+    `s.test` (the same held-out pairs, new distractors, kinds and option orders; earlier splits are drawn first, so
+    they and the first `s.test` stay as they were). A repeat of one of the check's own questions is left out."""
+    from . import synth
+
+    _, questions = synth.build(synth_config(dataclasses.replace(s, test=s.test + n), seed))
+    asked, fresh = questions["test"][: s.test], questions["test"][s.test:]
+    seen = {(q.stem, q.options, q.answer) for q in asked}
+    return [q for q in fresh if (q.stem, q.options, q.answer) not in seen]
+
+
 def check_world(s: Settings, seed: int) -> None:
     """ConfigError, naming the flag, if the settings cannot make the seed's world (a build takes milliseconds), or
     if the teacher would write about the unseen entities (--taught past the questions that name none)."""

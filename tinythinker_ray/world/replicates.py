@@ -92,9 +92,10 @@ def between(outcomes: list[dict[str, bool]]) -> list[dict]:
             for i, j in itertools.combinations(range(len(outcomes)), 2)]
 
 
-def markdown(summary: dict, names: list[str], rounds: list[dict] | None = None) -> str:
+def markdown(summary: dict, names: list[str], rounds: list[dict] | None = None, fresh: int | None = None) -> str:
     """The table: per seed, phase 1, each replicate's round, the gains, the noise and whether the seed counts; with
-    `rounds` (by_round's), a table of every shared round after the verdict."""
+    `rounds` (by_round's), a table of every shared round after the verdict; `fresh`: the reports are
+    benchmarks/retest.py's, on that many fresh test questions per seed."""
     r = summary["round"]
     head = " | ".join(f"{n}: test (train)" for n in names)
     out = [f"# Reflection replicates: {summary['family']}, round {r}", "",
@@ -104,7 +105,10 @@ def markdown(summary: dict, names: list[str], rounds: list[dict] | None = None) 
            "= the standard deviation of a seed's round test accuracy over the replicates. A seed counts when every "
            f"replicate gains and the mean gain is more than {NOISE_TIMES} x that noise (with 3 replicates about a "
            "one-sided t-test at p < 0.04 on the gains). McNemar p: each replicate against phase 1 on the same test "
-           "questions (the test questions' own noise).", "",
+           "questions (the test questions' own noise)."
+           + (f" Test accuracy here is on fresh held-out questions, not the check's own test split: "
+              f"benchmarks/retest.py asked {fresh} per seed (repeats of the check's own left out)." if fresh else ""),
+           "",
            f"| seed | phase 1: test (train) | {head} | gain per replicate | mean gain | noise (std) | "
            f"beyond {NOISE_TIMES} x noise | McNemar p per replicate (fixed/broken) |",
            "|---" * (7 + len(names)) + "|"]
