@@ -11,8 +11,8 @@ several times from the same phase-1 models, compared per seed (tinythinker_ray/w
         benchmarks/results/learning-A.json /tmp/rep1/learning.json /tmp/rep2/learning.json
 
 --works (optional) adds how far the replicates' round models disagree on the same test questions.
-Writes NAME.md (the table, the verdict and every round the reports share), NAME.json (every number) and NAME.png (each seed's test accuracy by
-round, one line per replicate). Reports made with other settings (the number of rounds aside) are refused.
+Writes NAME.md (the table, the verdict and every round the reports share), NAME.json (every number) and NAME.png
+(each seed's test accuracy by round, one line per replicate). Reports made with other settings (the number of rounds aside) are refused.
 """
 
 from __future__ import annotations

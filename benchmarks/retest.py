@@ -59,19 +59,19 @@ def main() -> None:
             mode, tag = unit_mode(check, row)
             run = unit_run(check, row)
             out = run.eval(f"{tag}-fresh{args.questions}")
-            evaluate(check.config(seed, run.root, family=args.family, mode=mode), row["best"], questions,
-                     f"fresh test, seed {seed} {stage}", out.root)
+            cfg = check.config(seed, run.root, model=row["best"], family=args.family, mode=mode)
+            evaluate(cfg, row["best"], questions, f"fresh test, seed {seed} {stage}", out.root)
             outcomes[stage] = {r["id"]: bool(r["correct"]) for r in read_jsonl(out.results)}
             got = outcomes[stage]
             fresh = {"stage": stage, "test": sum(got.values()) / len(got), "test_n": len(got),
-                     "test_600": row["test"]}  # the check's own test accuracy, kept beside the fresh one
+                     "check_test": row["test"]}  # the check's own test accuracy, kept beside the fresh one
             if stage != s.reflect_from:
                 fresh["vs_phase1"] = paired_change(outcomes[s.reflect_from], got)
             rows.append({k: row[k] for k in ("family", "seed", "train", "best") if k in row} | fresh)
             print(f"seed {seed} {stage}: fresh test {fresh['test']:.3f} on {len(got)} (check's {row['test']:.3f})",
                   flush=True)
-    report = {"meta": {"settings": dataclasses.asdict(s), "seeds": seeds, "fresh_questions": args.questions, "work": str(work)},
-              "runs": rows}
+    meta = {"settings": dataclasses.asdict(s), "seeds": seeds, "fresh_questions": args.questions, "work": str(work)}
+    report = {"meta": meta, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"retest: {args.out}")

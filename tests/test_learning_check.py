@@ -512,7 +512,7 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
     assert sorted((r["seed"], r["stage"]) for r in fresh["runs"]) == [(0, FULL), (0, "reflect-1"), (1, FULL),
                                                                       (1, "reflect-1")]
     for r in fresh["runs"]:
-        assert 0 < r["test_n"] <= 12 and r["test_600"] == rows[("t5", r["seed"], r["stage"])]["test"]
+        assert 0 < r["test_n"] <= 12 and r["check_test"] == rows[("t5", r["seed"], r["stage"])]["test"]
         assert ("vs_phase1" in r) == (r["stage"] == "reflect-1")
     answers = tmp_path / "work" / "seed0" / "t5" / FULL / "eval" / "reflect-1-fresh12" / "results.jsonl"
     written = answers.read_text()
