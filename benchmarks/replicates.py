@@ -91,6 +91,9 @@ def main() -> None:
         rounds = by_round(replicates, args.family, seeds, base)
     except ValueError as e:
         sys.exit(f"replicates: {e} ({', '.join(args.reports)})")
+    if args.works and reports[0]["meta"].get("fresh_questions"):
+        ap.error("--works compares the work folders' saved answers to the check's own test questions; these reports "
+                 "are on fresh questions (benchmarks/retest.py)")
     if args.works:
         works = [Path(w) for w in args.works.split(",")]
         if len(works) != len(args.reports):

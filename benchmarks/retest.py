@@ -4,9 +4,10 @@ run-to-run spread is the test set's own sampling noise.
 The seed's test-question generator is continued past the check's --test questions (the same held-out pairs, new
 distractors, kinds and option orders; world/check.fresh_test_questions), and the phase-1 model and the named
 rounds' models are scored on them through the pipeline's evaluation (Ray Data, the HF sampler pool), each answer
-written as it is made, so a rerun resumes. The report has learning.json's shape, with the fresh test accuracies
-and the paired change of each round against phase 1 on the fresh questions, so benchmarks/replicates.py reads it
-(without --works: the work folders' saved outcomes are the original questions').
+written as it is made, so a rerun resumes an interrupted model and keeps a finished one. The report has
+learning.json's shape, with the fresh test accuracies and the paired change of each round against phase 1 on the
+fresh questions, so benchmarks/replicates.py reads it (without --works: the work folders' saved answers are to
+the check's own questions).
 
     .venv/bin/python benchmarks/retest.py --work runs/A --questions 2400 --rounds 5,8 --out /tmp/A-fresh.json
     .venv/bin/python benchmarks/replicates.py --round 5 --out NAME /tmp/A-fresh.json /tmp/B-fresh.json ...
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=2400, help="fresh test questions per seed (repeats of the "
                     "check's own are left out, so a few fewer)")
     ap.add_argument("--rounds", default="", help="comma-separated reflect rounds to score besides phase 1")
-    ap.add_argument("--family", default="llama")
+    ap.add_argument("--family", default="llama", help="the student family whose models are scored")
     ap.add_argument("--out", required=True, help="the report, learning.json-shaped")
     args = ap.parse_args()
     for k, v in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -46,8 +47,11 @@ def main() -> None:
     if check is None:
         sys.exit(f"retest: {work} is not a learning-check work folder")
     s, cache = check.settings, check.cache
-    stages = [s.reflect_from, *(round_stage(int(r)) for r in args.rounds.split(",") if r)]
+    rounds = sorted({int(r) for r in args.rounds.split(",") if r})
+    stages = [s.reflect_from, *map(round_stage, rounds)]
     seeds = sorted({seed for family, seed, _ in cache.rows if family == args.family})
+    if not seeds:
+        sys.exit(f"retest: {work} has no {args.family} units")
     rows = []
     for seed in seeds:
         questions = fresh_test_questions(s, seed, args.questions)
@@ -59,8 +63,11 @@ def main() -> None:
             mode, tag = unit_mode(check, row)
             run = unit_run(check, row)
             out = run.eval(f"{tag}-fresh{args.questions}")
-            cfg = check.config(seed, run.root, model=row["best"], family=args.family, mode=mode)
-            evaluate(cfg, row["best"], questions, f"fresh test, seed {seed} {stage}", out.root)
+            finished = json.loads(out.summary.read_text()) if out.summary.exists() else {}
+            if (finished.get("model"), finished.get("n")) != (row["best"], len(questions)):
+                # evaluate resumes an interrupted pass but redoes a finished one; a finished one is kept here
+                cfg = check.config(seed, run.root, model=row["best"], family=args.family, mode=mode)
+                evaluate(cfg, row["best"], questions, f"fresh test, seed {seed} {stage}", out.root)
             outcomes[stage] = {r["id"]: bool(r["correct"]) for r in read_jsonl(out.results)}
             got = outcomes[stage]
             fresh = {"stage": stage, "test": sum(got.values()) / len(got), "test_n": len(got),

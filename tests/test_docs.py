@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOP = ("benchmarks", "tinythinker_ray", "tests", "cluster", "jobs", ".ci")
 # written by a benchmark when it runs on the machine it measures (a GPU, a paid endpoint), not committed
 WRITTEN_WHEN_RUN = {"benchmarks/results/teacher.json", "benchmarks/results/gpu_check.json"}
-DOCS = {"README.md": "", "FIDELITY.md": "", "benchmarks/README.md": "benchmarks/",
-        "benchmarks/results/learning.md": "benchmarks/results/"}
+DOCS = ("README.md", "FIDELITY.md", "benchmarks/README.md", "benchmarks/results/learning.md")
+# a result file named from benchmarks/ (`results/x.json`) or by its name alone (`learning-x.md`)
+RESULT = re.compile(r"results/([\w.*-]+\.\w+)|((learning|replicates|retest|t5_reference|reflect-sweep)[\w.*-]*\.(md|json|png|csv))")
 
 
 def expand(path: str) -> list[str]:
@@ -24,7 +25,7 @@ def expand(path: str) -> list[str]:
     return [p for alt in m.group(1).split(",") for p in expand(path[:m.start()] + alt + path[m.end():])]
 
 
-def quoted_paths(text: str, base: str) -> list[str]:
+def quoted_paths(text: str) -> list[str]:
     """The repository paths quoted in backticks, relative to the root; a placeholder (<stage>) is no path."""
     out = []
     for span in re.findall(r"`([^`\s]+)`", text):
@@ -32,21 +33,22 @@ def quoted_paths(text: str, base: str) -> list[str]:
         for p in expand(span) if "<" not in span else []:
             if p.split("/")[0] in TOP:
                 out.append(p)
-            elif base and re.fullmatch(r"(results/)?[\w.*-]+\.(md|json|png|csv)", p):  # a result beside the doc
-                out.append(base + (p.removeprefix("results/") if base.endswith("results/") else p))
+            elif m := RESULT.fullmatch(p):
+                out.append("benchmarks/results/" + (m.group(1) or m.group(2)))
     return out
 
 
 def test_expand_and_quoted_paths():
     assert expand("a-{x,y}.{md,json}") == ["a-x.md", "a-x.json", "a-y.md", "a-y.json"]
-    got = quoted_paths("see `learning-{a,b}.md`, `tests/t.py::test_x` and `runs/x/report.md` `<stage>.json`",
-                       "benchmarks/results/")
-    assert got == ["benchmarks/results/learning-a.md", "benchmarks/results/learning-b.md", "tests/t.py"]
+    got = quoted_paths("see `learning-{a,b}.md`, `results/retest-c.json`, `tests/t.py::test_x` and "
+                       "`runs/x/report.md` `<stage>.json` `record.json`")
+    assert got == ["benchmarks/results/learning-a.md", "benchmarks/results/learning-b.md",
+                   "benchmarks/results/retest-c.json", "tests/t.py"]
 
 
-@pytest.mark.parametrize("doc", sorted(DOCS))
+@pytest.mark.parametrize("doc", DOCS)
 def test_every_path_a_doc_quotes_exists(doc):
-    missing = [p for p in quoted_paths((ROOT / doc).read_text(), DOCS[doc])
+    missing = [p for p in quoted_paths((ROOT / doc).read_text())
                if p not in WRITTEN_WHEN_RUN and not list(ROOT.glob(p))]
     assert not missing, f"{doc} quotes paths that do not exist: {missing}"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -345,7 +346,8 @@ def synth_pair(world, q) -> tuple[str, str]:
 
 
 def test_every_setting_is_a_flag_whose_help_says_what_it_does():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
+                          env=os.environ | {"COLUMNS": "200"})  # argparse may wrap a help at its hyphens
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())  # argparse wraps the help
     for f in dataclasses.fields(Settings):
@@ -515,11 +517,14 @@ def test_learning_check_runs_end_to_end_and_writes_its_report(tmp_path):
         assert 0 < r["test_n"] <= 12 and r["check_test"] == rows[("t5", r["seed"], r["stage"])]["test"]
         assert ("vs_phase1" in r) == (r["stage"] == "reflect-1")
     answers = tmp_path / "work" / "seed0" / "t5" / FULL / "eval" / "reflect-1-fresh12" / "results.jsonl"
-    written = answers.read_text()
+    written, stamp = answers.read_text(), answers.stat().st_mtime_ns
     assert not any(json.loads(line)["id"] in {q.id for q in load_benchmark(
         "custom", str(tmp_path / "work" / "seed0" / "data")).test} for line in written.splitlines())
     again = subprocess.run(retest, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and answers.read_text() == written  # every answer was kept, none asked again
+    assert again.returncode == 0 and answers.read_text() == written
+    assert answers.stat().st_mtime_ns == stamp  # every answer was kept and none asked again
+    other = subprocess.run([*retest, "--family", "llama"], capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "has no llama units" in other.stderr
 
 
 def test_the_progress_line_of_a_round_that_stopped_says_so():

@@ -139,6 +139,12 @@ def test_every_round_the_replicates_share_is_tabled_beside_the_verdict_at_the_ch
     assert "| 2 | +0.033 (0.006) * | +0.023 (0.006) * | +0.003 (0.006) | +0.020 | 2 of 3 | yes |" in md
     assert "| 3 | +0.023 (0.006) * |" in md and "chosen before the runs" in md
     assert "Every round" not in markdown(summary, ["a", "b", "c"], rounds[1:])  # one round: nothing to add
+    # a round one seed of one replicate never reached is not shared; a round two replicates ended alike is skipped
+    cut = [r for r in reps[0] if not (r["seed"] == 2 and r["stage"] == "reflect-2")]
+    assert [t["round"] for t in by_round([cut, *reps[1:]], "llama", [0, 1, 2], FULL)] == [3]
+    first_round2 = {r["seed"]: r for r in reps[0] if r["stage"] == "reflect-2"}
+    alike = [reps[0], reps[1], [first_round2[r["seed"]] if r["stage"] == "reflect-2" else r for r in reps[2]]]
+    assert [t["round"] for t in by_round(alike, "llama", [0, 1, 2], FULL)] == [3]
 
 
 def test_replicates_of_fresh_questions_say_so():
@@ -146,3 +152,15 @@ def test_replicates_of_fresh_questions_say_so():
     summary = summarize(reps, "llama", [0, 1, 2], 3, FULL)
     assert "benchmarks/retest.py asked 2400 per seed" in markdown(summary, ["a", "b"], fresh=2400)
     assert "retest.py" not in markdown(summary, ["a", "b"])
+
+
+def test_the_work_folders_answers_are_not_compared_with_fresh_question_reports(tmp_path):
+    paths = []
+    for i, r3 in enumerate(({0: 0.42, 1: 0.62, 2: 0.62}, {0: 0.43, 1: 0.63, 2: 0.60})):
+        p = tmp_path / f"fresh{i}.json"
+        p.write_text(json.dumps({"meta": {"settings": {"reflect_from": FULL}, "seeds": [0, 1, 2],
+                                          "fresh_questions": 2400}, "runs": rows(PHASE1, r3)}))
+        paths.append(str(p))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/replicates.py"), "--round", "3", "--out",
+                           str(tmp_path / "x"), "--works", "runs/a,runs/b", *paths], capture_output=True, text=True)
+    assert done.returncode == 2 and "these reports are on fresh questions" in done.stderr

@@ -72,7 +72,8 @@ class Settings:
     # the teacher
     taught: int | None = setting(None, "the first N training questions get rationales (default: all); the rest "
                                  "only labels")
-    error_rate: float = setting(0.1, "share of the rule teacher's rationales that are wrong")
+    error_rate: float = setting(0.1, "share of the rule teacher's samples (with --error-scope question: of its "
+                                "questions) that reason from a false fact to a wrong answer")
     error_scope: str = setting("sample", "teacher.error_scope: 'sample' (outvoted) or 'question' (the teacher "
                                "believes a false fact, and relabels)")
     teacher_samples: int = setting(4, "teacher samples per question (the majority decides)")
@@ -81,22 +82,25 @@ class Settings:
     # phase 1
     steps: int = setting(1500, "phase-1 optimizer steps of every mode (0: --epochs)")
     epochs: float = setting(12, "phase-1 epochs when --steps is 0")
-    batch_size: int = setting(32, "phase-1 batch size")  # 16 halves a step, but at 1500 steps no Llama learned R+S
+    # 16 halves a step, but at 1500 steps no Llama learned R+S (0.36, 0.29 test)
+    batch_size: int = setting(32, "batch size of phase 1 and of reflection's RPO steps")
     lr: float = setting(3e-3, "phase-1 learning rate")
     t5_lr: float | None = setting(None, "the T5's own phase-1 learning rate (default: --lr)")
     # interval 1 and no length buckets: with interval 5 or bucketed batches a plain loop learned the analyses and
     # summaries far slower on this task (results/learning.md)
     interval: int = setting(1, "sft.interval: batches per recall / summarize block (analyze: interval x "
                             "options)")
-    bucket: bool = setting(False, "sft.bucket_by_length: batches of rows of similar length")
+    bucket: bool = setting(False, "train.bucket_by_length: batches of rows of similar length")
     evals: int = setting(1, "validation chain evals per phase-1 run (the best is kept)")
     max_new_tokens: int = setting(32, "tokens generated per stage")
     zero_stage: int = setting(0, "DeepSpeed ZeRO stage")
     # phase 2, at the method's scale: every training question, the authors' 10 samples, steps from the pairs
     rounds: int = setting(3, "reflect rounds, each from and against the previous best (0: phase 1 only)")
     reflect_from: str = setting(FULL, "the phase-1 mode whose model the rounds go on from (the paper: the full one)")
-    reflect_questions: int | None = setting(None, "training questions self-generated on per round (default: all)")
-    reflect_samples: int = setting(10, "self-generated samples per question (the authors: 10)")
+    reflect_questions: int | None = setting(None, "reflect.max_questions: only the first N of the --reflect-over "
+                                            "questions are self-generated on (default: all of them)")
+    reflect_samples: int = setting(10, "self-generated recalls per question, and analysis sets per chosen recall "
+                                   "(the authors: 10)")
     reflect_cycles: int = setting(2, "passes over each round's pairs")
     reflect_lr: float = setting(1e-4, "reflection (RPO) learning rate")
     reflect_beta: float = setting(0.5, "RPO beta (the DPO term's temperature)")

@@ -80,9 +80,15 @@ def by_round(replicates: list[list[dict]], family: str, seeds: list[int], base: 
     """`summarize` at every reflect round all replicates have (a longer run's first rounds are the same rounds): the
     trajectory, to read beside the verdict at the round fixed before the runs, never instead of it (picking the
     round after seeing them is one look per round, not one test)."""
-    have = [{round_number(r["stage"]) for r in rows if r["family"] == family and is_round(r["stage"])}
-            for rows in replicates]
-    return [summarize(replicates, family, seeds, r, base) for r in sorted(set.intersection(*have))]
+    have = [{round_number(r["stage"]) for r in rows if r["family"] == family and r["seed"] == seed
+             and is_round(r["stage"])} for rows in replicates for seed in seeds]  # every seed of every replicate
+    out = []
+    for r in sorted(set.intersection(*have)):
+        try:
+            out.append(summarize(replicates, family, seeds, r, base))
+        except ValueError:  # e.g. two replicates that stopped alike by that round: no spread to table there
+            continue
+    return out
 
 
 def between(outcomes: list[dict[str, bool]]) -> list[dict]:
